@@ -1,0 +1,99 @@
+"""
+The server factory and the registry of live connections.
+
+The registry knows which connection belongs to which person on this process
+and hands each event to the right ones.  In the embedded default it is also
+the router: every person is local.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Coroutine
+from typing import Any
+
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IAddress
+from twisted.internet.protocol import ServerFactory
+from twisted.logger import Logger
+
+from chat import logs
+from chat.events import Event
+from chat.protocol import ChatProtocol
+from chat.service import ChatService
+
+
+class ConnectionRegistry:
+    """
+    Every open connection, and the logged-in ones by folded user name.
+    """
+
+    log = Logger(observer=logs.observer)
+
+    def __init__(self) -> None:
+        self.connections: set[ChatProtocol] = set()
+        self.by_user: dict[str, set[ChatProtocol]] = {}
+        self._tasks: set[Deferred[Any]] = set()
+
+    def add(self, connection: ChatProtocol) -> None:
+        self.connections.add(connection)
+
+    def remove(self, connection: ChatProtocol) -> None:
+        self.connections.discard(connection)
+
+    def register(self, folded: str, connection: ChatProtocol) -> None:
+        self.by_user.setdefault(folded, set()).add(connection)
+
+    def unregister(self, folded: str, connection: ChatProtocol) -> None:
+        held = self.by_user.get(folded)
+        if held is not None:
+            held.discard(connection)
+            if not held:
+                del self.by_user[folded]
+
+    def deliver(self, folded_names: list[str], event: Event) -> None:
+        for name in folded_names:
+            for connection in list(self.by_user.get(name, ())):
+                connection.deliver(event)
+
+    def deliver_all(self, event: Event) -> None:
+        for held in list(self.by_user.values()):
+            for connection in list(held):
+                connection.deliver(event)
+
+    def spawn(self, name: str, work: Coroutine[Any, Any, Any]) -> Deferred[Any]:
+        """
+        Run background work that nobody waits for; log it if it fails.
+
+        The Deferred is kept until it fires, so that shutdown can wait for it.
+        """
+        d = Deferred.fromCoroutine(work)
+        self._tasks.add(d)
+
+        def failed(failure: Any) -> None:
+            self.log.failure("background task {task} failed", failure, task=name)
+
+        def done(result: Any) -> Any:
+            self._tasks.discard(d)
+            return result
+
+        d.addErrback(failed)
+        d.addBoth(done)
+        return d
+
+    def pending(self) -> list[Deferred[Any]]:
+        return list(self._tasks)
+
+
+class ChatFactory(ServerFactory):
+    """
+    Builds a L{ChatProtocol} for each connection.
+    """
+
+    def __init__(self, service: ChatService, registry: ConnectionRegistry) -> None:
+        self.service = service
+        self.registry = registry
+
+    def buildProtocol(self, addr: IAddress) -> ChatProtocol:
+        protocol = ChatProtocol(self.service, self.registry)
+        protocol.factory = self
+        return protocol

@@ -1,0 +1,403 @@
+"""
+PostgreSQL through txpostgres: a small pool of non-blocking connections.
+
+Each transaction borrows one connection from a C{txpostgres} pool and runs
+C{BEGIN}, the caller's statements and C{COMMIT} (or C{ROLLBACK}) on it.
+Connections that the server dropped are opened again the next time they are
+borrowed, so a PostgreSQL restart costs the calls made while it was down and
+nothing after.
+
+Differences from SQLite that the store has to live with: a failed statement
+aborts the whole transaction (later statements in it fail too, so let the
+exception propagate), C{TIMESTAMPTZ} columns come back as C{datetime}
+objects, and C{BOOLEAN} columns want C{bool} parameters.
+"""
+
+from __future__ import annotations
+
+import functools
+import re
+from collections.abc import Awaitable, Callable, Mapping
+from typing import Any, NoReturn, TypeVar
+
+import psycopg2
+from psycopg2.extensions import parse_dsn
+from twisted.internet.defer import Deferred, DeferredList, DeferredLock
+from twisted.internet.error import ConnectionClosed
+from twisted.logger import Logger
+from txpostgres import txpostgres
+
+from chat.db import DatabaseUnavailable, IntegrityViolation, Params, Row, Transaction
+
+T = TypeVar("T")
+
+POOL_SIZE = 3
+CONNECT_TIMEOUT_SECONDS = 10.0
+
+_CONNECTION_ERRORS = (
+    psycopg2.OperationalError,
+    psycopg2.InterfaceError,
+    ConnectionClosed,
+)
+
+# The pieces of SQL whose text must not be rewritten (quoted strings and
+# identifiers, comments), then the two characters that must be.
+_SQL_TOKEN = re.compile(
+    r"""
+      (?P<verbatim>
+          (?<![\w$])[eE]'(?:[^'\\]|\\.|'')*'
+        | '(?:[^']|'')*'
+        | "(?:[^"]|"")*"
+        | --[^\n]*
+        | /\*.*?\*/
+        | (?<![\w$])\$(?P<tag>(?:[A-Za-z_][A-Za-z_0-9]*)?)\$.*?\$(?P=tag)\$
+      )
+    | (?P<placeholder>\?)
+    | (?P<percent>%)
+    """,
+    re.VERBOSE | re.DOTALL,
+)
+
+
+def _rewrite_token(match: re.Match[str]) -> str:
+    if match.group("placeholder"):
+        return "%s"
+    # psycopg2 formats the whole statement, quoted parts included.
+    return match.group(0).replace("%", "%%")
+
+
+@functools.lru_cache(maxsize=512)
+def translate_placeholders(sql: str) -> str:
+    """
+    Rewrite C{?} placeholders as psycopg2's C{%s}.
+
+    A C{?} inside a quoted string, a quoted identifier, a dollar-quoted body or
+    a comment is left alone.  Every C{%} is doubled, because psycopg2 reads
+    C{%} as the start of a placeholder anywhere in the statement.
+    """
+    return _SQL_TOKEN.sub(_rewrite_token, sql)
+
+
+def connect_keywords(url: str) -> dict[str, str]:
+    """
+    The psycopg2 connect keywords that a C{postgresql://} URL names.
+
+    libpq does the parsing, so every form it accepts works, among them
+    C{postgresql://user:password@host:port/dbname?sslmode=require} and
+    C{postgresql://user@/dbname?host=/path/to/socket/dir} for a Unix socket.
+    """
+    scheme = url.split(":", 1)[0].lower()
+    if scheme not in ("postgres", "postgresql"):
+        raise ValueError(f"not a PostgreSQL URL (scheme {scheme!r})")
+    try:
+        keywords: dict[str, str] = parse_dsn(url)
+    except psycopg2.ProgrammingError:
+        # libpq's message may quote the URL, password and all.
+        raise ValueError("malformed PostgreSQL URL") from None
+    return keywords
+
+
+def describe(keywords: Mapping[str, str]) -> str:
+    """
+    Name the server and database of some connect keywords, for logs and
+    errors: C{user@host:port/dbname}, never the password.
+    """
+    user = keywords.get("user", "")
+    host = keywords.get("host", "localhost")
+    port = keywords.get("port", "5432")
+    dbname = keywords.get("dbname", user)
+    return f"{user}@{host}:{port}/{dbname}"
+
+
+def _translate_error(error: BaseException) -> BaseException:
+    """
+    The exception that callers of L{PostgresDatabase} see for C{error}.
+    """
+    if isinstance(error, psycopg2.IntegrityError):
+        return IntegrityViolation(str(error).strip())
+    if isinstance(error, _CONNECTION_ERRORS):
+        return DatabaseUnavailable(
+            f"PostgreSQL connection failed: {str(error).strip() or type(error)}"
+        )
+    return error
+
+
+def _raise_translated(error: Exception) -> NoReturn:
+    translated = _translate_error(error)
+    if translated is error:
+        raise error
+    raise translated from error
+
+
+async def advisory_lock(txn: Transaction, key: int) -> None:
+    """
+    Take the transaction-scoped advisory lock C{key} inside C{txn}.
+
+    Waits until no other transaction holds the lock; PostgreSQL releases it
+    when C{txn} commits or rolls back.  The schema migrator takes one so that
+    replicas starting at the same moment apply each migration once.
+
+    @param key: any signed 64-bit integer that the cooperating transactions
+        agree on.
+    """
+    if not -(2**63) <= key < 2**63:
+        raise ValueError(f"advisory lock key {key} does not fit in 64 bits")
+    await txn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
+class _PostgresTransaction:
+    """
+    The statements of one transaction, run one after the other on one cursor.
+    """
+
+    def __init__(self, cursor: Any) -> None:
+        self._cursor = cursor
+        # One connection runs one statement at a time.
+        self._lock = DeferredLock()
+
+    async def execute(self, sql: str, params: Params = ()) -> list[Row]:
+        query = translate_placeholders(sql)
+        async with self._lock:
+            try:
+                await self._cursor.execute(query, tuple(params))
+            except Exception as e:
+                _raise_translated(e)
+            if self._cursor.description is None:
+                return []
+            rows: list[Row] = self._cursor.fetchall()
+            return rows
+
+
+class _Connection(txpostgres.Connection):  # type: ignore[misc]
+    """
+    A txpostgres connection that opens itself again once the server has
+    dropped it, and that runs coroutine transactions.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor: Any, cooperator: Any = None) -> None:
+        super().__init__(reactor, cooperator)
+        self.keywords: dict[str, str] = {}
+        self.connect_timeout = CONNECT_TIMEOUT_SECONDS
+        self.target = "PostgreSQL"
+        self._lost = False
+
+    def is_open(self) -> bool:
+        return self._connection is not None and not self._connection.closed
+
+    def close(self) -> None:
+        if self._connection is not None:
+            super().close()
+
+    def doRead(self) -> None:
+        try:
+            super().doRead()
+        except psycopg2.Error as e:
+            # An idle connection whose server went away.  txpostgres would let
+            # this reach the reactor, which logs it as an unhandled error.
+            self._noticed_loss(e)
+            self.close()
+
+    def _noticed_loss(self, reason: BaseException) -> None:
+        if not self._lost:
+            self._lost = True
+            self.log.warn(
+                "lost a connection to {target}: {reason}",
+                target=self.target,
+                reason=str(reason).strip(),
+            )
+
+    async def ensure_open(self) -> None:
+        """
+        Open the connection unless it is open, within L{connect_timeout}.
+        """
+        if self.is_open():
+            return
+        self.close()
+        timed_out = []
+
+        def give_up() -> None:
+            timed_out.append(True)
+            # Closing fails the pending connection attempt.
+            self.close()
+
+        timer = self.reactor.callLater(self.connect_timeout, give_up)
+        try:
+            await self.connect(**self.keywords)
+        except Exception as e:
+            if timed_out:
+                raise DatabaseUnavailable(
+                    f"no answer from {self.target} within {self.connect_timeout}s"
+                ) from None
+            error = _translate_error(e)
+            if isinstance(error, DatabaseUnavailable):
+                raise DatabaseUnavailable(
+                    f"cannot connect to {self.target}: {str(e).strip()}"
+                ) from e
+            raise error from e
+        finally:
+            if timer.active():
+                timer.cancel()
+        if self._lost:
+            self._lost = False
+            self.log.info("reconnected to {target}", target=self.target)
+
+    def runInteraction(
+        self, work: Callable[[Any], Awaitable[T]], *args: Any, **kwargs: Any
+    ) -> Deferred[T]:
+        """
+        Run C{work(cursor)} in a transaction; the pool calls this.
+        """
+        return self.lock.run(  # type: ignore[no-any-return]
+            lambda: Deferred.fromCoroutine(self._transact(work))
+        )
+
+    async def _begin(self) -> Any:
+        await self.ensure_open()
+        cursor = self.cursor()
+        await cursor.execute("BEGIN")
+        return cursor
+
+    async def _transact(self, work: Callable[[Any], Awaitable[T]]) -> T:
+        try:
+            cursor = await self._begin()
+        except _CONNECTION_ERRORS as e:
+            # The server dropped this connection while it sat in the pool and
+            # nothing has been sent yet, so one more try is safe.
+            self._noticed_loss(e)
+            self.close()
+            cursor = await self._begin()
+        try:
+            result = await work(cursor)
+        except BaseException:
+            await self._rollback(cursor)
+            raise
+        await cursor.execute("COMMIT")
+        return result
+
+    async def _rollback(self, cursor: Any) -> None:
+        try:
+            await cursor.execute("ROLLBACK")
+        except Exception as e:
+            # The caller hears about the failure that led here; a connection
+            # that cannot roll back is not fit to be reused.
+            self._noticed_loss(e)
+            self.close()
+
+
+class _Pool(txpostgres.ConnectionPool):  # type: ignore[misc]
+    connectionFactory = _Connection
+
+    def __init__(
+        self, reactor: Any, size: int, keywords: dict[str, str], timeout: float
+    ) -> None:
+        self.reactor = reactor
+        super().__init__(None, min=size, **keywords)
+        for connection in self.connections:
+            connection.keywords = keywords
+            connection.connect_timeout = timeout
+            connection.target = describe(keywords)
+
+
+class PostgresDatabase:
+    """
+    L{chat.db.IDatabase} on PostgreSQL, with a few pooled connections.
+
+    @param reactor: provides C{IReactorFDSet} and C{IReactorTime}.
+    @param url: C{postgresql://user:password@host:port/dbname}; see
+        L{connect_keywords} for the other forms.
+    @param pool_size: how many connections to keep, so how many
+        transactions can run at once.
+    @param connect_timeout: seconds to wait for a connection to open.
+    """
+
+    dialect = "postgres"
+    log = Logger()
+
+    def __init__(
+        self,
+        reactor: Any,
+        url: str,
+        pool_size: int = POOL_SIZE,
+        connect_timeout: float = CONNECT_TIMEOUT_SECONDS,
+    ) -> None:
+        keywords = connect_keywords(url)
+        self._target = describe(keywords)
+        self._pool = _Pool(reactor, pool_size, keywords, connect_timeout)
+        self._running: set[Deferred[Any]] = set()
+        self._stopped = False
+
+    def __repr__(self) -> str:
+        return f"<PostgresDatabase {self._target}>"
+
+    def _connections(self) -> list[_Connection]:
+        return list(self._pool.connections)
+
+    async def start(self) -> None:
+        """
+        Open every connection of the pool, or raise L{DatabaseUnavailable}.
+        """
+        opening = [Deferred.fromCoroutine(c.ensure_open()) for c in self._connections()]
+        results = await DeferredList(opening, consumeErrors=True)
+        failures = [result for ok, result in results if not ok]
+        if failures:
+            for connection in self._connections():
+                connection.close()
+            error = failures[0].value
+            if isinstance(error, DatabaseUnavailable):
+                raise error
+            raise DatabaseUnavailable(
+                f"cannot connect to PostgreSQL at {self._target}: {error}"
+            ) from error
+        self.log.info(
+            "connected to PostgreSQL at {target} with {size} connections",
+            target=self._target,
+            size=len(opening),
+        )
+
+    async def stop(self) -> None:
+        """
+        Let running transactions finish, then close every connection.
+        """
+        self._stopped = True
+        await DeferredList(list(self._running), consumeErrors=True)
+        self._pool.close()
+        self.log.info("disconnected from PostgreSQL at {target}", target=self._target)
+
+    async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        """
+        Run C{work} in one PostgreSQL transaction on one pooled connection.
+
+        A C{psycopg2} integrity error reaches the caller as
+        L{IntegrityViolation}; a lost or refused connection as
+        L{DatabaseUnavailable}.
+        """
+        if self._stopped:
+            raise DatabaseUnavailable("the PostgreSQL runner is stopped")
+
+        async def interaction(cursor: Any) -> T:
+            return await work(_PostgresTransaction(cursor))
+
+        running: Deferred[T] = self._pool.runInteraction(interaction)
+        self._running.add(running)
+        try:
+            return await running
+        except Exception as e:
+            _raise_translated(e)
+        finally:
+            self._running.discard(running)
+
+    async def ping(self) -> None:
+        """
+        Raise L{DatabaseUnavailable} unless PostgreSQL answers a query.
+        """
+        await self.transaction(lambda txn: txn.execute("SELECT 1"))
+
+
+__all__ = [
+    "PostgresDatabase",
+    "advisory_lock",
+    "connect_keywords",
+    "translate_placeholders",
+]

@@ -1,0 +1,400 @@
+"""
+The chat's line protocol: parsing what a connection sends, rendering what it
+receives, and the little state a connection keeps.
+
+Commands from one connection run one at a time, in the order they arrived:
+while one is in flight the protocol stops reading, so a client that pipelines
+gets its replies in order and cannot queue unbounded work.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+from twisted.internet.defer import Deferred
+from twisted.logger import Logger
+from twisted.protocols.basic import LineReceiver
+from twisted.python.failure import Failure
+
+from chat import commands, logs, telnet
+from chat.commands import Command
+from chat.db import DatabaseUnavailable
+from chat.events import Event, MessageEvent, NoticeEvent, PresenceEvent
+from chat.records import Group
+from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
+from chat.service import HISTORY_DEFAULT, ChatError, ChatService, Login, unavailable
+from chat.text import BadEncoding, decode
+
+if TYPE_CHECKING:
+    from chat.factory import ConnectionRegistry
+
+MAX_LINE = 4096
+
+_PROMPTS = {
+    "name": "Name: ",
+    "password": "Password: ",
+    "confirm": "Password again: ",
+}
+_SECRET = {"password", "confirm"}
+
+
+@dataclass
+class _Prompting:
+    """
+    An account command being completed one answer at a time.
+    """
+
+    verb: str
+    answers: dict[str, str]
+    asking: list[str] = field(default_factory=list)
+
+
+class ChatProtocol(LineReceiver):
+    delimiter = b"\n"
+    MAX_LENGTH = MAX_LINE
+    log = Logger(observer=logs.observer)
+
+    def __init__(self, service: ChatService, registry: ConnectionRegistry) -> None:
+        self.service = service
+        self.registry = registry
+        self.renderer: Renderer = TextRenderer()
+        self.login: Login | None = None
+        self.open_target = ""
+        self._telnet = telnet.TelnetFilter()
+        self._discarding = False
+        self._prompting: _Prompting | None = None
+        self._gone = False
+        self._running: Deferred[None] | None = None
+        self._overflow: bytes | None = None
+
+    # Connection life
+
+    def connectionMade(self) -> None:
+        self.registry.add(self)
+        self._send(self.renderer.banner(self.service.server_id))
+
+    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+        self._gone = True
+        self.registry.remove(self)
+        if self.login is not None:
+            login, self.login = self.login, None
+            self.registry.unregister(login.folded, self)
+            self.registry.spawn("logout", self.service.logout(login))
+
+    @property
+    def user(self) -> str:
+        return self.login.user.name if self.login else ""
+
+    # Bytes in
+
+    def dataReceived(self, data: bytes) -> None:
+        data = self._telnet.feed(data)
+        while True:
+            if self._discarding:
+                end = data.find(b"\n")
+                if end < 0:
+                    return
+                data, self._discarding = data[end + 1 :], False
+            self._overflow = None
+            super().dataReceived(data)
+            if self._overflow is None:
+                return
+            data = self._overflow
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        self._error(
+            ChatError("line_too_long", f"lines are limited to {MAX_LINE} bytes")
+        )
+        end = line.find(b"\n")
+        if end < 0:
+            self._discarding = True
+        else:
+            self._overflow = line[end + 1 :]
+
+    def lineReceived(self, line: bytes) -> None:
+        try:
+            text = decode(line.rstrip(b"\r"))
+        except BadEncoding as e:
+            self._error(ChatError("bad_encoding", str(e)))
+            return
+        if self._prompting is not None:
+            self._answer(text)
+            return
+        text = text.strip()
+        if not text:
+            return
+        try:
+            command = self._parse(text)
+        except ChatError as e:
+            self._error(e)
+            return
+        self._run(command)
+
+    def _parse(self, text: str) -> Command:
+        if isinstance(self.renderer, JsonRenderer) and text.startswith("{"):
+            return commands.parse_json(text)
+        if text.startswith("/") or text.lower() in ("bye", "exit"):
+            return commands.parse_text(text)
+        if self.login is not None and self.open_target:
+            return Command("msg", (self.open_target, text))
+        if self.login is None:
+            raise ChatError(
+                "not_logged_in", "type /login or /signup first (/help for more)"
+            )
+        raise ChatError(
+            "bad_request",
+            "no conversation is open: use /open TARGET or /msg TARGET TEXT",
+        )
+
+    # Running commands, one at a time
+
+    def _run(self, command: Command) -> None:
+        self.paused = True
+        self.transport.pauseProducing()
+        d = Deferred.fromCoroutine(self._dispatch(command))
+        d.addErrback(self._unexpected, command)
+        d.addBoth(self._resume)
+        self._running = d
+
+    def _resume(self, _: object) -> None:
+        self._running = None
+        if self._gone:
+            return
+        self.paused = False
+        self.transport.resumeProducing()
+        self.dataReceived(b"")
+
+    def _unexpected(self, failure: Failure, command: Command) -> None:
+        self.log.failure(
+            "command {verb} from {user} failed", failure, verb=command.verb,
+            user=self.user,
+        )
+        self._error(ChatError("internal", "something went wrong on the server"),
+                    command.id)
+
+    async def _dispatch(self, command: Command) -> None:
+        spec = commands.COMMANDS[command.verb]
+        try:
+            if self.login is None and not spec.before_login:
+                raise ChatError(
+                    "not_logged_in", "log in first: /login NAME or /signup NAME"
+                )
+            if self.login is not None and not spec.after_login:
+                raise ChatError("already_logged_in", f"you are {self.user} already")
+            handler = getattr(self, "do_" + command.verb)
+            await handler(command)
+        except ChatError as e:
+            self._error(e, command.id)
+        except DatabaseUnavailable as e:
+            self.log.warn("database unavailable: {error}", error=str(e))
+            self._error(unavailable(e), command.id)
+
+    # Bytes out
+
+    def _send(self, lines: list[str]) -> None:
+        if not self._gone:
+            self.transport.writeSequence(
+                [line.encode("utf-8") + b"\r\n" for line in lines]
+            )
+
+    def _error(self, error: ChatError, id: Any = None) -> None:
+        self._send(self.renderer.error(error.code, error.text, id or error.id))
+
+    def deliver(self, event: Event) -> None:
+        """
+        Show an event pushed by the service.
+        """
+        if self.login is None:
+            if isinstance(event, NoticeEvent):
+                self._send(self.renderer.event(event, "", ""))
+            return
+        me = self.login.user.name
+        if isinstance(event, MessageEvent):
+            self.service.saw(self.login, event.message)
+            if event.message.sender == me:
+                return
+        if isinstance(event, PresenceEvent) and event.user == me:
+            return
+        self._send(self.renderer.event(event, me, self.open_target))
+
+    # Accounts
+
+    async def do_signup(self, command: Command) -> None:
+        await self._account(command, ["name", "password", "confirm"])
+
+    async def do_login(self, command: Command) -> None:
+        await self._account(command, ["name", "password"])
+
+    async def _account(self, command: Command, fields: list[str]) -> None:
+        answers = dict(zip(fields, command.args, strict=False))
+        if "confirm" in fields and len(command.args) == 2:
+            answers["confirm"] = command.args[1]
+        missing = [f for f in fields if f not in answers]
+        if not missing:
+            await self._complete(command.verb, answers, command.id)
+            return
+        if isinstance(self.renderer, JsonRenderer):
+            raise ChatError("bad_request", "a JSON login or signup needs every field")
+        self._prompting = _Prompting(command.verb, answers, missing)
+        self._ask()
+
+    def _ask(self) -> None:
+        assert self._prompting is not None
+        field_name = self._prompting.asking[0]
+        if field_name in _SECRET and self._telnet.telnet:
+            self.transport.write(telnet.WILL_ECHO)
+        self.transport.write(_PROMPTS[field_name].encode())
+
+    def _answer(self, text: str) -> None:
+        assert self._prompting is not None
+        prompting = self._prompting
+        field_name = prompting.asking.pop(0)
+        if field_name in _SECRET and self._telnet.telnet:
+            self.transport.write(telnet.WONT_ECHO + b"\r\n")
+        value = text if field_name in _SECRET else text.strip()
+        if not value:
+            self._prompting = None
+            self._send(self.renderer.ok(prompting.verb, "cancelled", {}, None))
+            return
+        prompting.answers[field_name] = value
+        if prompting.asking:
+            self._ask()
+            return
+        self._prompting = None
+        answers = prompting.answers
+        if "confirm" in answers and answers["confirm"] != answers["password"]:
+            self._error(
+                ChatError("bad_request", "the passwords differ; /signup to try again")
+            )
+            return
+        self._run(Command(prompting.verb, (answers["name"], answers["password"])))
+
+    async def _complete(self, verb: str, answers: dict[str, str], id: Any) -> None:
+        if verb == "signup":
+            login = await self.service.signup(answers["name"], answers["password"])
+        else:
+            login = await self.service.login(answers["name"], answers["password"])
+        if self._gone:
+            await self.service.logout(login)
+            return
+        self.login = login
+        self.registry.register(login.folded, self)
+        self._send(self.renderer.welcome(verb, login.user.name, login.away, id))
+
+    async def do_quit(self, command: Command) -> None:
+        self._send(self.renderer.bye(self.user or None, command.id))
+        self.transport.loseConnection()
+
+    async def do_mode(self, command: Command) -> None:
+        mode = command.arg(0).lower()
+        if mode == "json":
+            self.renderer = JsonRenderer()
+        elif mode == "text":
+            self.renderer = TextRenderer()
+        else:
+            raise ChatError("bad_request", "usage: /mode text|json")
+        self._send(self.renderer.mode(mode))
+
+    async def do_help(self, command: Command) -> None:
+        self._send(self.renderer.help(commands.help_text(command.arg(0)), command.id))
+
+    # Messages
+
+    def _me(self) -> Any:
+        assert self.login is not None
+        return self.login.user
+
+    async def do_msg(self, command: Command) -> None:
+        message = await self.service.send(self._me(), command.args[0], command.args[1])
+        self._send(
+            self.renderer.sent(message, self.user, self.open_target, command.id)
+        )
+
+    async def do_history(self, command: Command) -> None:
+        limit_text = command.arg(1, str(HISTORY_DEFAULT))
+        if not limit_text.isdigit():
+            raise ChatError("bad_request", "usage: /history TARGET [N]")
+        target = await self.service.resolve_target(self._me(), command.args[0])
+        messages = await self.service.history(self._me(), target, int(limit_text))
+        self._send(self.renderer.history(target, messages, command.id, False))
+
+    async def do_open(self, command: Command) -> None:
+        target = await self.service.resolve_target(self._me(), command.args[0])
+        messages = await self.service.history(self._me(), target, HISTORY_DEFAULT)
+        self.open_target = target
+        self._send(self.renderer.history(target, messages, command.id, True))
+
+    async def do_back(self, command: Command) -> None:
+        if not self.open_target:
+            raise ChatError("bad_request", "no conversation is open")
+        target, self.open_target = self.open_target, ""
+        self._send(self.renderer.closed(target))
+
+    async def do_who(self, command: Command) -> None:
+        self._send(self.renderer.who(await self.service.who(), command.id))
+
+    async def do_users(self, command: Command) -> None:
+        self._send(self.renderer.users(await self.service.users(), command.id))
+
+    # Groups
+
+    async def do_groups(self, command: Command) -> None:
+        groups = await self.service.my_groups(self._me())
+        self._send(self.renderer.groups(groups, False, command.id))
+
+    async def do_groups_all(self, command: Command) -> None:
+        groups = await self.service.browse_groups(self._me(), command.arg(0))
+        self._send(self.renderer.groups(groups, True, command.id))
+
+    async def do_group_create(self, command: Command) -> None:
+        group = await self.service.create_group(
+            self._me(), command.args[0].lstrip("#"), command.arg(1)
+        )
+        text = f"created #{group.name}; you are its admin"
+        self._ok(command, text, group=group_json(group))
+
+    async def do_group_invite(self, command: Command) -> None:
+        name, user = command.args[0].lstrip("#"), command.args[1]
+        group = await self.service.invite(self._me(), name, user)
+        self._ok(command, f"added {user} to #{group.name}", group=group, user=user)
+
+    async def do_group_remove(self, command: Command) -> None:
+        name, user = command.args[0].lstrip("#"), command.args[1]
+        group = await self.service.remove(self._me(), name, user)
+        self._ok(command, f"removed {user} from #{group.name}", group=group, user=user)
+
+    async def do_group_join(self, command: Command) -> None:
+        group = await self.service.join(self._me(), command.args[0].lstrip("#"))
+        self._ok(command, f"joined #{group.name}", group=group)
+
+    async def do_group_leave(self, command: Command) -> None:
+        name = command.args[0].lstrip("#")
+        remaining = await self.service.leave(self._me(), name)
+        if self.open_target.lower() == "#" + name.lower():
+            self.open_target = ""
+        closed = "; it had no members left and is closed" if not remaining else ""
+        self._ok(command, f"left #{name}{closed}", group=name)
+
+    async def do_group_members(self, command: Command) -> None:
+        group, members = await self.service.members(
+            self._me(), command.args[0].lstrip("#")
+        )
+        self._send(self.renderer.members(group, members, command.id))
+
+    async def do_group_private(self, command: Command) -> None:
+        flag = command.args[1].lower()
+        if flag not in ("on", "off"):
+            raise ChatError("bad_request", "usage: /group private NAME on|off")
+        private = flag == "on"
+        group = await self.service.set_private(
+            self._me(), command.args[0].lstrip("#"), private
+        )
+        state = "private (invite only)" if private else "public"
+        self._ok(command, f"#{group.name} is now {state}", group=group, private=private)
+
+    def _ok(self, command: Command, text: str, **fields: Any) -> None:
+        group = fields.get("group")
+        if isinstance(group, Group):
+            fields["group"] = group.name
+        self._send(self.renderer.ok(command.verb, text, fields, command.id))

@@ -1,0 +1,366 @@
+"""
+The chat's rules: who may do what, what is stored, and who is told.
+
+Nothing here knows about lines, telnet or JSON.  Every method takes the acting
+person and either returns a result or raises L{ChatError}, whose code and text
+the protocol renders.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Protocol
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.logger import Logger
+
+from chat import logs, names
+from chat.db import DatabaseUnavailable
+from chat.events import Event, GroupEvent, MessageEvent, PresenceEvent
+from chat.passwords import Passwords
+from chat.presence import IPresence, Presence
+from chat.records import (
+    BROADCAST_TARGET,
+    GROUP_PREFIX,
+    AwayCounts,
+    Group,
+    Member,
+    Message,
+    Role,
+    User,
+    utc_from_timestamp,
+)
+from chat.storage import NameTaken, Store
+
+HISTORY_DEFAULT = 50
+HISTORY_MAX = 500
+MAX_MESSAGE = 2000
+
+
+class ChatError(Exception):
+    """
+    A request that cannot be done; C{code} is stable, C{text} is for people.
+    """
+
+    def __init__(self, code: str, text: str, id: Any = None) -> None:
+        super().__init__(text)
+        self.code = code
+        self.text = text
+        self.id = id
+
+
+class IRouter(Protocol):
+    """
+    Carries events to people wherever they are connected.
+    """
+
+    def deliver(self, folded_names: list[str], event: Event) -> None: ...
+
+    def deliver_all(self, event: Event) -> None: ...
+
+
+@dataclass
+class Login:
+    """
+    A person's logged-in session, as the service tracks it.
+    """
+
+    user: User
+    session_id: int
+    away: AwayCounts
+    seen_up_to: int
+    folded: str = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.folded = names.fold(self.user.name)
+
+
+@dataclass(frozen=True)
+class UserStatus:
+    name: str
+    online: bool
+
+
+class ChatService:
+    """
+    The rules of the chat, over a store, presence and a router.
+    """
+
+    log = Logger(observer=logs.observer)
+
+    def __init__(
+        self,
+        store: Store,
+        presence: IPresence,
+        router: IRouter,
+        passwords: Passwords,
+        clock: IReactorTime,
+        server_id: str,
+    ) -> None:
+        self.store = store
+        self.presence = presence
+        self.router = router
+        self.passwords = passwords
+        self.clock = clock
+        self.server_id = server_id
+
+    def now(self) -> datetime:
+        return utc_from_timestamp(self.clock.seconds())
+
+    # Accounts and sessions
+
+    async def signup(self, name: str, password: str) -> Login:
+        try:
+            names.check_name(name, "user name")
+            names.check_password(password)
+        except names.InvalidName as e:
+            code = "invalid_password" if "password" in str(e) else "invalid_name"
+            raise ChatError(code, str(e)) from e
+        folded = names.fold(name)
+        if await self.store.find_user(folded) is not None:
+            raise ChatError("name_taken", f"the name {name!r} is taken")
+        password_hash = await self.passwords.hash(password)
+        try:
+            user = await self.store.create_user(
+                name, folded, password_hash, self.now()
+            )
+        except NameTaken:
+            raise ChatError("name_taken", f"the name {name!r} is taken") from None
+        self.log.info("new user {user}", user=user.name)
+        return await self._start_session(user)
+
+    async def login(self, name: str, password: str) -> Login:
+        found = await self.store.find_user(names.fold(name))
+        stored = found[1] if found else None
+        if not await self.passwords.verify(stored, password) or found is None:
+            raise ChatError("bad_credentials", "wrong name or password")
+        return await self._start_session(found[0])
+
+    async def _start_session(self, user: User) -> Login:
+        folded = names.fold(user.name)
+        claim = Presence(user.name, self.server_id, self.clock.seconds())
+        if not await self.presence.claim(folded, claim):
+            raise ChatError(
+                "already_online",
+                f"{user.name} is already logged in elsewhere; log out there first",
+            )
+        try:
+            away = await self.store.away_counts(user)
+            seen = await self.store.last_message_id()
+            session_id = await self.store.record_login(
+                user, self.server_id, self.now()
+            )
+        except BaseException:
+            await self.presence.release(folded, self.server_id)
+            raise
+        self.log.info("{user} logged in", user=user.name)
+        self.router.deliver_all(PresenceEvent(user.name, True))
+        return Login(user, session_id, away, seen)
+
+    async def logout(self, login: Login) -> None:
+        """
+        End a session: the person is offline, and the log says when.
+        """
+        await self.presence.release(login.folded, self.server_id)
+        self.router.deliver_all(PresenceEvent(login.user.name, False))
+        await self.store.mark_seen(login.user, login.seen_up_to)
+        await self.store.record_logout(login.session_id, self.now())
+        self.log.info("{user} logged out", user=login.user.name)
+
+    def saw(self, login: Login, message: Message) -> None:
+        """
+        Note that a message reached the person of C{login}.
+        """
+        login.seen_up_to = max(login.seen_up_to, message.id)
+
+    # Messages
+
+    async def _user(self, name: str) -> User:
+        found = await self.store.find_user(names.fold(name))
+        if found is None:
+            raise ChatError("no_such_user", f"there is no user called {name!r}")
+        return found[0]
+
+    async def _group(self, me: User, name: str) -> Group:
+        group = await self.store.find_group(names.fold(name), me)
+        if group is None:
+            raise ChatError("no_such_group", f"there is no group called {name!r}")
+        return group
+
+    async def _member_group(self, me: User, name: str) -> Group:
+        group = await self._group(me, name)
+        if group.my_role is None:
+            raise ChatError(
+                "not_member", f"you are not a member of #{group.name}"
+            )
+        return group
+
+    async def _admin_group(self, me: User, name: str) -> Group:
+        group = await self._member_group(me, name)
+        if group.my_role is not Role.ADMIN:
+            raise ChatError(
+                "forbidden", f"only an admin of #{group.name} can do that"
+            )
+        return group
+
+    async def send(self, me: User, target: str, text: str) -> Message:
+        """
+        Store a message, then pass it to everyone it is for who is online.
+        """
+        text = text.strip()
+        if not text:
+            raise ChatError("bad_request", "the message is empty")
+        if len(text) > MAX_MESSAGE:
+            raise ChatError(
+                "bad_request", f"a message has at most {MAX_MESSAGE} characters"
+            )
+        now = self.now()
+        if target == BROADCAST_TARGET:
+            message = await self.store.add_broadcast(me, text, now)
+            self.router.deliver_all(MessageEvent(message))
+        elif target.startswith(GROUP_PREFIX):
+            group = await self._member_group(me, target[1:])
+            message = await self.store.add_group_message(me, group, text, now)
+            members = await self.store.members(group)
+            self.router.deliver(
+                [names.fold(m.name) for m in members], MessageEvent(message)
+            )
+        else:
+            other = await self._user(target)
+            if other.id == me.id:
+                raise ChatError("bad_request", "you cannot send a message to yourself")
+            message = await self.store.add_private(me, other, text, now)
+            self.router.deliver([names.fold(other.name)], MessageEvent(message))
+        self.log.debug(
+            "message {id} from {user} to {target}",
+            id=message.id,
+            user=me.name,
+            target=message.target,
+        )
+        return message
+
+    async def history(self, me: User, target: str, limit: int) -> list[Message]:
+        limit = max(1, min(limit, HISTORY_MAX))
+        if target == BROADCAST_TARGET:
+            return await self.store.broadcast_history(limit)
+        if target.startswith(GROUP_PREFIX):
+            group = await self._member_group(me, target[1:])
+            return await self.store.group_history(group, limit)
+        other = await self._user(target)
+        return await self.store.private_history(me, other, limit)
+
+    async def resolve_target(self, me: User, target: str) -> str:
+        """
+        The canonical spelling of a target that C{me} may read, or an error.
+        """
+        if target == BROADCAST_TARGET:
+            return target
+        if target.startswith(GROUP_PREFIX):
+            group = await self._member_group(me, target[1:])
+            return GROUP_PREFIX + group.name
+        return (await self._user(target)).name
+
+    # Who is here
+
+    async def who(self) -> list[str]:
+        online = await self.presence.online()
+        return sorted((p.name for p in online), key=names.fold)
+
+    async def users(self) -> list[UserStatus]:
+        online = {names.fold(p.name) for p in await self.presence.online()}
+        return [
+            UserStatus(u.name, names.fold(u.name) in online)
+            for u in await self.store.list_users()
+        ]
+
+    # Groups
+
+    async def my_groups(self, me: User) -> list[Group]:
+        return await self.store.groups_of(me)
+
+    async def browse_groups(self, me: User, search: str) -> list[Group]:
+        return await self.store.browse_groups(me, search)
+
+    async def create_group(self, me: User, name: str, description: str) -> Group:
+        try:
+            names.check_name(name, "group name")
+        except names.InvalidName as e:
+            raise ChatError("invalid_name", str(e)) from e
+        description = description.strip()
+        if len(description) > names.MAX_DESCRIPTION:
+            raise ChatError(
+                "bad_request",
+                f"a description has at most {names.MAX_DESCRIPTION} characters",
+            )
+        try:
+            group = await self.store.create_group(
+                me, name, names.fold(name), description, self.now()
+            )
+        except NameTaken:
+            raise ChatError("name_taken", f"a group called #{name} exists") from None
+        self.log.info("{user} created group {group}", user=me.name, group=name)
+        return group
+
+    async def invite(self, me: User, group_name: str, user_name: str) -> Group:
+        group = await self._admin_group(me, group_name)
+        other = await self._user(user_name)
+        if not await self.store.add_member(group, other, Role.MEMBER, self.now()):
+            raise ChatError(
+                "bad_request", f"{other.name} is already in #{group.name}"
+            )
+        self.router.deliver(
+            [names.fold(other.name)], GroupEvent("invited", group.name, me.name)
+        )
+        return group
+
+    async def remove(self, me: User, group_name: str, user_name: str) -> Group:
+        group = await self._admin_group(me, group_name)
+        other = await self._user(user_name)
+        if other.id == me.id:
+            raise ChatError(
+                "bad_request", f"use /group leave {group.name} to leave a group"
+            )
+        if not any(m.name == other.name for m in await self.store.members(group)):
+            raise ChatError("bad_request", f"{other.name} is not in #{group.name}")
+        await self.store.remove_member(group, other, self.now())
+        self.router.deliver(
+            [names.fold(other.name)], GroupEvent("removed", group.name, me.name)
+        )
+        return group
+
+    async def join(self, me: User, group_name: str) -> Group:
+        group = await self._group(me, group_name)
+        if group.my_role is not None:
+            raise ChatError("bad_request", f"you are already in #{group.name}")
+        if group.is_private:
+            raise ChatError(
+                "forbidden", f"#{group.name} is private: an admin must invite you"
+            )
+        await self.store.add_member(group, me, Role.MEMBER, self.now())
+        return group
+
+    async def leave(self, me: User, group_name: str) -> int:
+        """
+        Leave a group; return how many members remain (none: it is closed).
+        """
+        group = await self._member_group(me, group_name)
+        return await self.store.remove_member(group, me, self.now())
+
+    async def members(self, me: User, group_name: str) -> tuple[Group, list[Member]]:
+        group = await self._member_group(me, group_name)
+        return group, await self.store.members(group)
+
+    async def set_private(self, me: User, group_name: str, private: bool) -> Group:
+        group = await self._admin_group(me, group_name)
+        await self.store.set_private(group, private)
+        return group
+
+
+def unavailable(error: DatabaseUnavailable) -> ChatError:
+    """
+    The error a person sees while the database cannot be reached.
+    """
+    return ChatError(
+        "unavailable", "the server cannot reach its database; try again shortly"
+    )

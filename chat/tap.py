@@ -1,0 +1,87 @@
+"""
+The C{twistd chat} command: its options and the service it builds.
+
+Every option can also come from an environment variable (named in the help),
+which is how containers configure it; a command-line option wins.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from twisted.python import usage
+
+from chat import logs
+from chat.daemon import DEFAULT_DATABASE, DEFAULT_LISTEN, ChatDaemon, Settings
+
+ENVIRONMENT = {
+    "database": "CHAT_DATABASE",
+    "server-id": "CHAT_SERVER_ID",
+    "log-level": "CHAT_LOG_LEVEL",
+}
+LISTEN_ENVIRONMENT = "CHAT_LISTEN"
+
+
+class Options(usage.Options):
+    synopsis = "[options]"
+    longdesc = (
+        "Run a chat server that people reach with telnet or nc and programs "
+        "reach in JSON mode. With no options it keeps its data in SQLite under "
+        "./chat-data and listens on TCP port 30080."
+    )
+    optParameters = [
+        [
+            "database",
+            "d",
+            DEFAULT_DATABASE,
+            "database URL: sqlite:PATH or postgresql://... [$CHAT_DATABASE]",
+        ],
+        [
+            "server-id",
+            None,
+            None,
+            "this replica's name, default the host name [$CHAT_SERVER_ID]",
+        ],
+        [
+            "log-level",
+            None,
+            "info",
+            f"one of {', '.join(logs.LEVELS)} [$CHAT_LOG_LEVEL]",
+        ],
+    ]
+
+    def __init__(self) -> None:
+        super().__init__()
+        self["listen"] = []
+        for key, variable in ENVIRONMENT.items():
+            if variable in os.environ:
+                self[key] = os.environ[variable]
+
+    def opt_listen(self, endpoint: str) -> None:
+        """
+        Twisted endpoint to listen on, e.g. tcp:30080:interface=127.0.0.1 (may be repeated) [$CHAT_LISTEN, space-separated] [default: tcp:30080]
+        """  # noqa: E501
+        self["listen"].append(endpoint)
+
+    opt_l = opt_listen
+
+    def postOptions(self) -> None:
+        if not self["listen"]:
+            variable = os.environ.get(LISTEN_ENVIRONMENT, "")
+            self["listen"] = variable.split() or [DEFAULT_LISTEN]
+        try:
+            logs.set_level(self["log-level"])
+        except ValueError as e:
+            raise usage.UsageError(str(e)) from e
+
+
+def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
+    if reactor is None:
+        from twisted.internet import reactor as default_reactor
+
+        reactor = default_reactor
+    settings = Settings(listen=options["listen"], database=options["database"])
+    if options["server-id"]:
+        settings.server_id = options["server-id"]
+    return ChatDaemon(reactor, settings)
