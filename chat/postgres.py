@@ -8,9 +8,10 @@ borrowed, so a PostgreSQL restart costs the calls made while it was down and
 nothing after.
 
 Differences from SQLite that the store has to live with: a failed statement
-aborts the whole transaction (later statements in it fail too, so let the
-exception propagate), C{TIMESTAMPTZ} columns come back as C{datetime}
-objects, and C{BOOLEAN} columns want C{bool} parameters.
+aborts the whole transaction, so later statements in it fail too and, should
+the work catch the exception and return, the transaction raises it again
+instead of committing; C{TIMESTAMPTZ} columns come back as C{datetime}
+objects; C{BOOLEAN} columns want C{bool} parameters.
 """
 
 from __future__ import annotations
@@ -22,7 +23,13 @@ from typing import Any, NoReturn, TypeVar
 
 import psycopg2
 from psycopg2.extensions import parse_dsn
-from twisted.internet.defer import Deferred, DeferredList, DeferredLock
+from twisted.internet.defer import (
+    Deferred,
+    DeferredList,
+    DeferredLock,
+    FirstError,
+    gatherResults,
+)
 from twisted.internet.error import ConnectionClosed
 from twisted.logger import Logger
 from txpostgres import txpostgres
@@ -109,6 +116,12 @@ def describe(keywords: Mapping[str, str]) -> str:
     return f"{user}@{host}:{port}/{dbname}"
 
 
+class RolledBack(Exception):
+    """
+    PostgreSQL undid a transaction that was meant to commit.
+    """
+
+
 def _translate_error(error: BaseException) -> BaseException:
     """
     The exception that callers of L{PostgresDatabase} see for C{error}.
@@ -122,8 +135,11 @@ def _translate_error(error: BaseException) -> BaseException:
     return error
 
 
-def _raise_translated(error: Exception) -> NoReturn:
-    translated = _translate_error(error)
+def _raise_translated(
+    error: Exception, translated: BaseException | None = None
+) -> NoReturn:
+    if translated is None:
+        translated = _translate_error(error)
     if translated is error:
         raise error
     raise translated from error
@@ -148,12 +164,16 @@ async def advisory_lock(txn: Transaction, key: int) -> None:
 class _PostgresTransaction:
     """
     The statements of one transaction, run one after the other on one cursor.
+
+    C{failure} keeps what the first failed statement raised: PostgreSQL
+    aborts the transaction then, even if the work catches the exception.
     """
 
     def __init__(self, cursor: Any) -> None:
         self._cursor = cursor
         # One connection runs one statement at a time.
         self._lock = DeferredLock()
+        self.failure: Exception | None = None
 
     async def execute(self, sql: str, params: Params = ()) -> list[Row]:
         query = translate_placeholders(sql)
@@ -161,7 +181,10 @@ class _PostgresTransaction:
             try:
                 await self._cursor.execute(query, tuple(params))
             except Exception as e:
-                _raise_translated(e)
+                translated = _translate_error(e)
+                if self.failure is None and isinstance(translated, Exception):
+                    self.failure = translated
+                _raise_translated(e, translated)
             if self._cursor.description is None:
                 return []
             rows: list[Row] = self._cursor.fetchall()
@@ -244,10 +267,10 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
             self.log.info("reconnected to {target}", target=self.target)
 
     def runInteraction(
-        self, work: Callable[[Any], Awaitable[T]], *args: Any, **kwargs: Any
+        self, work: Callable[[Transaction], Awaitable[T]], *args: Any, **kwargs: Any
     ) -> Deferred[T]:
         """
-        Run C{work(cursor)} in a transaction; the pool calls this.
+        Run C{work} in a transaction; the pool calls this.
         """
         return self.lock.run(  # type: ignore[no-any-return]
             lambda: Deferred.fromCoroutine(self._transact(work))
@@ -259,7 +282,7 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
         await cursor.execute("BEGIN")
         return cursor
 
-    async def _transact(self, work: Callable[[Any], Awaitable[T]]) -> T:
+    async def _transact(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
         try:
             cursor = await self._begin()
         except _CONNECTION_ERRORS as e:
@@ -268,12 +291,17 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
             self._noticed_loss(e)
             self.close()
             cursor = await self._begin()
+        txn = _PostgresTransaction(cursor)
         try:
-            result = await work(cursor)
+            result = await work(txn)
         except BaseException:
             await self._rollback(cursor)
             raise
         await cursor.execute("COMMIT")
+        if cursor.statusmessage == "ROLLBACK":
+            # The work caught a failed statement and returned as if nothing
+            # happened; PostgreSQL has undone all of it.
+            raise txn.failure or RolledBack("PostgreSQL rolled back at COMMIT")
         return result
 
     async def _rollback(self, cursor: Any) -> None:
@@ -339,14 +367,14 @@ class PostgresDatabase:
         Open every connection of the pool, or raise L{DatabaseUnavailable}.
         """
         opening = [Deferred.fromCoroutine(c.ensure_open()) for c in self._connections()]
-        results = await DeferredList(opening, consumeErrors=True)
-        failures = [result for ok, result in results if not ok]
-        if failures:
+        try:
+            await gatherResults(opening, consumeErrors=True)
+        except FirstError as e:
             for connection in self._connections():
                 connection.close()
-            error = failures[0].value
+            error = e.subFailure.value
             if isinstance(error, DatabaseUnavailable):
-                raise error
+                raise error from None
             raise DatabaseUnavailable(
                 f"cannot connect to PostgreSQL at {self._target}: {error}"
             ) from error
@@ -376,10 +404,7 @@ class PostgresDatabase:
         if self._stopped:
             raise DatabaseUnavailable("the PostgreSQL runner is stopped")
 
-        async def interaction(cursor: Any) -> T:
-            return await work(_PostgresTransaction(cursor))
-
-        running: Deferred[T] = self._pool.runInteraction(interaction)
+        running: Deferred[T] = self._pool.runInteraction(work)
         self._running.add(running)
         try:
             return await running
@@ -397,6 +422,7 @@ class PostgresDatabase:
 
 __all__ = [
     "PostgresDatabase",
+    "RolledBack",
     "advisory_lock",
     "connect_keywords",
     "translate_placeholders",
