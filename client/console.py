@@ -12,7 +12,7 @@ import termios
 from types import FrameType
 from typing import Any
 
-from twisted.internet import stdio
+from twisted.internet import defer, stdio
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IHalfCloseableProtocol, IReactorTime
 from twisted.internet.protocol import Protocol
@@ -109,9 +109,7 @@ class Console:
         """
         signal.signal(signal.SIGWINCH, self._previous_winch)
         self._stdio.loseConnection()
-        closed = self._keyboard.closed
-        closed.addTimeout(FLUSH_TIMEOUT_SECONDS, self._reactor)
         try:
-            await closed
-        except Exception:
+            await self._keyboard.closed.addTimeout(FLUSH_TIMEOUT_SECONDS, self._reactor)
+        except defer.TimeoutError:
             pass

@@ -48,7 +48,7 @@ async def connect(
     await connectProtocol(endpoint, protocol)
     try:
         await protocol.ready.addTimeout(MODE_TIMEOUT_SECONDS, reactor)
-    except BaseException:
+    except Exception:
         protocol.close()
         raise
     return ChatApi(protocol)
