@@ -83,6 +83,13 @@ class ChatProtocol(LineReceiver):
             self.registry.spawn("logout", self.service.logout(login))
 
     @property
+    def busy(self) -> Deferred[None] | None:
+        """
+        The command in flight, if any; it fires once the reply is written.
+        """
+        return self._running
+
+    @property
     def user(self) -> str:
         return self.login.user.name if self.login else ""
 
@@ -153,13 +160,13 @@ class ChatProtocol(LineReceiver):
         self.paused = True
         self.transport.pauseProducing()
         d = Deferred.fromCoroutine(self._dispatch(command))
+        self._running = d
         d.addErrback(self._unexpected, command)
         d.addBoth(self._resume)
-        self._running = d
 
     def _resume(self, _: object) -> None:
         self._running = None
-        if self._gone:
+        if self._gone or self.transport.disconnecting:
             return
         self.paused = False
         self.transport.resumeProducing()

@@ -1,0 +1,467 @@
+"""
+The line protocol, driven through StringTransports over a real SQLite store.
+"""
+
+from __future__ import annotations
+
+from twisted.trial.unittest import TestCase
+
+from chat import telnet
+from tests.harness import Harness
+
+
+class ProtocolTestCase(TestCase):
+    async def setUp(self) -> None:
+        self.harness = Harness()
+        await self.harness.start()
+        self.addCleanup(self.harness.stop)
+
+
+class AccountTests(ProtocolTestCase):
+    async def test_banner(self) -> None:
+        """
+        A new connection is told how to start.
+        """
+        client = self.harness.connect()
+        banner = client.lines()
+        self.assertIn("/signup", banner[1])
+        self.assertIn("/login", banner[1])
+
+    async def test_signup_then_login(self) -> None:
+        """
+        An account made with /signup logs in again with its password.
+        """
+        alice = await self.harness.user("alice", "correct horse")
+        await alice.send("/quit")
+        await alice.disconnect()
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send("/login alice correct horse")
+        self.assertTrue(lines[0].startswith("Welcome back, alice!"), lines)
+
+    async def test_wrong_password_and_unknown_user_look_alike(self) -> None:
+        """
+        A wrong password and an unknown name get the same error.
+        """
+        await self.harness.user("alice")
+        client = self.harness.connect()
+        client.output()
+        wrong = await client.send("/login alice not-the-password")
+        unknown = await client.send("/login zed not-the-password")
+        self.assertEqual(wrong, ["error: wrong name or password"])
+        self.assertEqual(unknown, wrong)
+
+    async def test_names_fold_case(self) -> None:
+        """
+        Names are unique whatever their case, and log in in any case.
+        """
+        await self.harness.user("Alice")
+        client = self.harness.connect()
+        client.output()
+        taken = await client.send("/signup alice password123")
+        self.assertEqual(taken, ["error: the name 'alice' is taken"])
+
+    async def test_invalid_and_reserved_names(self) -> None:
+        """
+        Names that break the rule, or are reserved, are refused with the rule.
+        """
+        client = self.harness.connect()
+        client.output()
+        short = await client.send("/signup ab password123")
+        self.assertIn("3 to 20 characters", short[0])
+        odd = await client.send("/signup 9lives password123")
+        self.assertIn("starts with a letter", odd[0])
+        reserved = await client.send("/signup Admin password123")
+        self.assertIn("reserved", reserved[0])
+        weak = await client.send("/signup carol short")
+        self.assertIn("8 to 256", weak[0])
+
+    async def test_second_login_refused(self) -> None:
+        """
+        A person already connected cannot log in a second time.
+        """
+        await self.harness.user("alice")
+        second = self.harness.connect()
+        second.output()
+        lines = await second.send("/login alice password123")
+        self.assertEqual(len(lines), 1)
+        self.assertIn("already logged in", lines[0])
+        self.assertTrue(lines[0].startswith("error:"))
+
+    async def test_prompted_signup_hides_password_from_telnet(self) -> None:
+        """
+        /signup alone asks for each field; a telnet client is asked not to echo
+        the passwords, and echo is handed back afterwards.
+        """
+        client = self.harness.connect()
+        client.output()
+        await client.send_bytes(b"/signup\r\n")
+        self.assertEqual(client.output(), b"Name: ")
+        await client.send_bytes(b"carol\r\n")
+        self.assertEqual(client.output(), telnet.WILL_ECHO + b"Password: ")
+        await client.send_bytes(b"sesame-street\r\n")
+        self.assertEqual(
+            client.output(),
+            telnet.WONT_ECHO + b"\r\n" + telnet.WILL_ECHO + b"Password again: ",
+        )
+        await client.send_bytes(b"sesame-street\r\n")
+        out = client.output()
+        self.assertTrue(out.startswith(telnet.WONT_ECHO + b"\r\nWelcome, carol!"))
+
+    async def test_prompted_login_sends_no_telnet_bytes_to_nc(self) -> None:
+        """
+        A client that ends lines with a bare LF (nc) never receives IAC bytes.
+        """
+        client = self.harness.connect()
+        client.output()
+        await client.send_bytes(b"/login\n")
+        self.assertEqual(client.output(), b"Name: ")
+        await client.send_bytes(b"eve\n")
+        self.assertEqual(client.output(), b"Password: ")
+        await client.send_bytes(b"whatever1\n")
+        out = client.output()
+        self.assertNotIn(b"\xff", out)
+        self.assertEqual(out, b"error: wrong name or password\r\n")
+
+    async def test_mismatched_confirmation(self) -> None:
+        """
+        Two different passwords at signup make no account.
+        """
+        client = self.harness.connect()
+        client.output()
+        for line in (b"/signup erin", b"first-password", b"second-password"):
+            await client.send_bytes(line + b"\r\n")
+        self.assertTrue(client.output().endswith(b"error: the passwords differ;"
+                                                 b" /signup to try again\r\n"))
+        self.assertIsNone(await self.harness.store.find_user("erin"))
+
+    async def test_commands_need_login(self) -> None:
+        """
+        Chat commands before login say to log in first.
+        """
+        client = self.harness.connect()
+        client.output()
+        lines = await client.send("/msg bob hi")
+        self.assertEqual(lines, ["error: log in first: /login NAME or /signup NAME"])
+
+    async def test_disconnect_during_login_leaves_nobody_online(self) -> None:
+        """
+        A connection that closes while its login is in flight leaves no one
+        online and does not block a later login.
+        """
+        frank = await self.harness.user("frank")
+        await frank.disconnect()
+        client = self.harness.connect()
+        client.protocol.dataReceived(b"/login frank password123\r\n")
+        self.assertIsNotNone(client.protocol.busy)
+        await client.disconnect()
+        self.assertFalse(await self.harness.service.presence.is_online("frank"))
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send("/login frank password123")
+        self.assertTrue(lines[0].startswith("Welcome back, frank!"), lines)
+
+
+class TextModeMessagingTests(ProtocolTestCase):
+    async def test_private_message_reaches_recipient(self) -> None:
+        """
+        A private message is acknowledged with its time and shown to the
+        recipient as a one-line notification.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        alice.output()
+        sent = await bob.send("/msg alice hello there")
+        self.assertEqual(sent, ["[15:00] bob -> alice: hello there"])
+        self.assertEqual(alice.lines(), ["[15:00] bob (private): hello there"])
+
+    async def test_open_conversation(self) -> None:
+        """
+        /open shows the history oldest first, then plain lines go there until
+        /back.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        await bob.send("/msg alice one")
+        self.harness.clock.advance(60)
+        await bob.send("/msg alice two")
+        alice.output()
+        opened = await alice.send("/open bob")
+        self.assertEqual(
+            opened,
+            [
+                "--- last 2 messages with bob ---",
+                "[2026-12-04 15:00] bob: one",
+                "[2026-12-04 15:01] bob: two",
+                "--- now talking to bob: lines without / go there;"
+                " /back to leave ---",
+            ],
+        )
+        self.assertEqual(await alice.send("three"), ["[15:01] alice: three"])
+        self.assertEqual(bob.lines(), ["[15:01] alice (private): three"])
+        self.assertEqual(
+            await alice.send("/back"), ["ok: left the conversation with bob"]
+        )
+        self.assertIn("no conversation is open", (await alice.send("four"))[0])
+
+    async def test_message_in_open_conversation_is_shown_in_full(self) -> None:
+        """
+        With a conversation open, its messages show without a label while
+        others arrive as labelled notifications.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        carol = await self.harness.user("carol")
+        await alice.send("/open bob")
+        await bob.send("/msg alice in here")
+        await carol.send("/msg alice elsewhere")
+        self.assertEqual(
+            alice.lines(),
+            ["[15:00] bob: in here", "[15:00] carol (private): elsewhere"],
+        )
+
+    async def test_broadcast_reaches_everyone_online(self) -> None:
+        """
+        A broadcast reaches everyone online except its sender, once.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        carol = await self.harness.user("carol")
+        alice.output()
+        bob.output()
+        await carol.send("/msg * hello all")
+        self.assertEqual(alice.lines(), ["[15:00] carol to everyone: hello all"])
+        self.assertEqual(bob.lines(), ["[15:00] carol to everyone: hello all"])
+        self.assertEqual(carol.lines(), [])
+
+    async def test_offline_messages_counted_at_login(self) -> None:
+        """
+        Messages sent while someone was away are in their history, and they
+        are told how many arrived.
+        """
+        alice = await self.harness.user("alice")
+        await alice.send("/quit")
+        await alice.disconnect()
+        bob = await self.harness.user("bob")
+        await bob.send("/msg alice are you there?")
+        await bob.send("/msg * news")
+        back = self.harness.connect()
+        back.output()
+        lines = await back.send("/login alice password123")
+        self.assertEqual(
+            lines,
+            [
+                "Welcome back, alice! 2 new messages arrived while you were away"
+                " (1 private, 1 broadcast); /open a conversation to read them."
+            ],
+        )
+        history = await back.send("/history bob")
+        self.assertIn("[2026-12-04 15:00] bob: are you there?", history)
+
+    async def test_messages_delivered_live_are_not_counted_as_away(self) -> None:
+        """
+        What a person saw while online is not reported as missed next time.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        await bob.send("/msg alice seen live")
+        await alice.disconnect()
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send("/login alice password123")
+        self.assertIn("No new messages", lines[0])
+
+    async def test_who_and_users(self) -> None:
+        """
+        /who lists online people; /users lists everyone with their status.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        await bob.disconnect()
+        self.assertEqual(await alice.send("/who"), ["Online (1): alice"])
+        users = await alice.send("/users")
+        self.assertEqual(users[0], "Users (2):")
+        self.assertEqual(users[1].split(), ["alice", "online"])
+        self.assertEqual(users[2].split(), ["bob", "offline"])
+
+    async def test_unknown_target(self) -> None:
+        """
+        A message to a user who does not exist is an error, and nothing else.
+        """
+        alice = await self.harness.user("alice")
+        lines = await alice.send("/msg nobody1 hi")
+        self.assertEqual(lines, ["error: there is no user called 'nobody1'"])
+
+    async def test_terminal_escapes_are_neutralised(self) -> None:
+        """
+        Escape sequences and control characters in a message never reach
+        another person's terminal.
+        """
+        alice = await self.harness.user("alice")
+        bob = await self.harness.user("bob")
+        alice.output()
+        await bob.send_bytes("/msg alice \x1b[2Jboo\x07\u202eevil\r\n".encode())
+        received = alice.output()
+        self.assertNotIn(b"\x1b", received)
+        self.assertNotIn(b"\x07", received)
+        self.assertNotIn("\u202e".encode(), received)
+        self.assertIn("\ufffd[2Jboo".encode(), received)
+
+
+class BadInputTests(ProtocolTestCase):
+    async def test_long_line_is_refused_and_connection_goes_on(self) -> None:
+        """
+        A line over the limit gets one error, is dropped whole, and the next
+        line works.
+        """
+        alice = await self.harness.user("alice")
+        await alice.send_bytes(b"/msg * " + b"x" * 10000)
+        await alice.send_bytes(b"y" * 5000 + b"\r\n/who\r\n")
+        self.assertEqual(
+            alice.lines(),
+            ["error: lines are limited to 4096 bytes", "Online (1): alice"],
+        )
+        self.assertEqual(await self.harness.store.count_messages(), 0)
+
+    async def test_long_line_in_one_packet(self) -> None:
+        """
+        An overlong line followed by a good one in the same packet loses only
+        the overlong one.
+        """
+        alice = await self.harness.user("alice")
+        await alice.send_bytes(b"z" * 5000 + b"\n/who\n")
+        self.assertEqual(
+            alice.lines(),
+            ["error: lines are limited to 4096 bytes", "Online (1): alice"],
+        )
+
+    async def test_invalid_utf8(self) -> None:
+        """
+        Bytes that are not UTF-8 get an error; nothing is stored.
+        """
+        alice = await self.harness.user("alice")
+        await alice.send_bytes(b"/msg * caf\xe9\r\n")
+        lines = alice.lines()
+        self.assertEqual(len(lines), 1)
+        self.assertTrue(lines[0].startswith("error: the line is not valid UTF-8"))
+        self.assertEqual(await self.harness.store.count_messages(), 0)
+
+    async def test_telnet_negotiation_is_not_text(self) -> None:
+        """
+        IAC sequences from a telnet client are consumed, even split across
+        packets.
+        """
+        alice = await self.harness.user("alice")
+        await alice.send_bytes(b"/w\xff\xfd")
+        await alice.send_bytes(b"\x01ho\xff\xfa\x18\x01\xff\xf0\r\n")
+        self.assertEqual(alice.lines(), ["Online (1): alice"])
+
+    async def test_line_endings(self) -> None:
+        """
+        CR LF, LF, bare CR and CR NUL all end a line.
+        """
+        alice = await self.harness.user("alice")
+        await alice.send_bytes(b"/who\r\n/who\n/who\r/who\r\x00")
+        self.assertEqual(alice.lines(), ["Online (1): alice"] * 4)
+
+    async def test_malformed_commands(self) -> None:
+        """
+        Unknown commands and missing arguments get one error line with what to
+        do, and the connection stays usable.
+        """
+        alice = await self.harness.user("alice")
+        self.assertEqual(
+            await alice.send("/frobnicate"),
+            ["error: unknown command 'frobnicate'; type /help for the list"],
+        )
+        self.assertEqual(
+            await alice.send("/msg bob"), ["error: usage: /msg TARGET TEXT"]
+        )
+        self.assertEqual(await alice.send("/who"), ["Online (1): alice"])
+
+
+class JsonModeTests(ProtocolTestCase):
+    async def test_json_round_trip(self) -> None:
+        """
+        In JSON mode replies echo the command id, and messages carry a server
+        id and a UTC timestamp.
+        """
+        bob = await self.harness.user("bob")
+        client = self.harness.connect()
+        client.output()
+        self.assertEqual(
+            await client.send("/mode json"), ['{"type":"mode","mode":"json"}']
+        )
+        login = await client.send_json(
+            cmd="signup", name="alice", password="password123", id=1
+        )
+        self.assertEqual(
+            login,
+            [
+                {
+                    "type": "ok",
+                    "id": 1,
+                    "cmd": "signup",
+                    "user": "alice",
+                    "away": {"private": 0, "group": 0, "broadcast": 0},
+                }
+            ],
+        )
+        sent = await client.send_json(cmd="msg", target="bob", text="hi", id="m1")
+        self.assertEqual(
+            sent,
+            [
+                {
+                    "type": "sent",
+                    "id": "m1",
+                    "message": {
+                        "id": 1,
+                        "kind": "private",
+                        "from": "alice",
+                        "to": "bob",
+                        "text": "hi",
+                        "ts": "2026-12-04T15:00:00.000Z",
+                    },
+                }
+            ],
+        )
+        self.assertIn("[15:00] alice (private): hi", bob.lines())
+
+    async def test_json_events(self) -> None:
+        """
+        A JSON client receives messages and presence changes as typed events.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="password123")
+        bob = await self.harness.user("bob")
+        await bob.send("/msg * hey")
+        events = client.json()
+        self.assertEqual(events[0], {"type": "presence", "user": "bob", "online": True})
+        self.assertEqual(events[1]["type"], "message")
+        self.assertEqual(events[1]["message"]["kind"], "broadcast")
+        self.assertEqual(events[1]["message"]["to"], "*")
+
+    async def test_json_errors_echo_id(self) -> None:
+        """
+        Errors in JSON mode carry a code and the id of the command.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        self.assertEqual(
+            await client.send_json(cmd="msg", target="bob", text="x", id=9),
+            [
+                {
+                    "type": "error",
+                    "id": 9,
+                    "code": "not_logged_in",
+                    "message": "log in first: /login NAME or /signup NAME",
+                }
+            ],
+        )
+        self.assertEqual(
+            (await client.send_json(cmd="nope", id=10))[0]["code"],
+            "unknown_command",
+        )
+        await client.send_bytes(b"{not json\n")
+        self.assertEqual(client.json()[0]["code"], "bad_request")
