@@ -336,7 +336,7 @@ class ChatProtocol(LineReceiver):
         if not self.open_target:
             raise ChatError("bad_request", "no conversation is open")
         target, self.open_target = self.open_target, ""
-        self._send(self.renderer.closed(target))
+        self._send(self.renderer.closed(target, command.id))
 
     async def do_who(self, command: Command) -> None:
         self._send(self.renderer.who(await self.service.who(), command.id))

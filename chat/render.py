@@ -43,7 +43,7 @@ class Renderer(Protocol):
         self, target: str, messages: Sequence[Message], id: Any, opened: bool
     ) -> list[str]: ...
 
-    def closed(self, target: str) -> list[str]: ...
+    def closed(self, target: str, id: Any) -> list[str]: ...
 
     def who(self, names: list[str], id: Any) -> list[str]: ...
 
@@ -156,7 +156,7 @@ class TextRenderer:
             )
         return lines
 
-    def closed(self, target: str) -> list[str]:
+    def closed(self, target: str, id: Any) -> list[str]:
         return [f"ok: left the conversation with {target}"]
 
     def who(self, names: list[str], id: Any) -> list[str]:
@@ -271,8 +271,8 @@ class JsonRenderer:
             "history", id, target=target, messages=[message_json(m) for m in messages]
         )
 
-    def closed(self, target: str) -> list[str]:
-        return self._out("ok", cmd="back", target=target)
+    def closed(self, target: str, id: Any) -> list[str]:
+        return self._out("ok", id, cmd="back", target=target)
 
     def who(self, names: list[str], id: Any) -> list[str]:
         return self._out("who", id, users=names)
