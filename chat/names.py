@@ -60,9 +60,7 @@ def check_name(name: str, what: str = "name") -> str:
     Return C{name} if it follows the rule, else raise L{InvalidName}.
     """
     if not MIN_NAME <= len(name) <= MAX_NAME:
-        raise InvalidName(
-            f"a {what} has {MIN_NAME} to {MAX_NAME} characters"
-        )
+        raise InvalidName(f"a {what} has {MIN_NAME} to {MAX_NAME} characters")
     if not _NAME.match(name):
         raise InvalidName(
             f"a {what} starts with a letter and uses only letters, digits,"
@@ -75,7 +73,5 @@ def check_name(name: str, what: str = "name") -> str:
 
 def check_password(password: str) -> str:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
-        raise InvalidName(
-            f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters"
-        )
+        raise InvalidName(f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
     return password

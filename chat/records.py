@@ -5,11 +5,11 @@ The records that pass between the store, the service and the renderers.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime, timezone
-from enum import Enum
+from datetime import UTC, datetime
+from enum import StrEnum
 
 
-class Kind(str, Enum):
+class Kind(StrEnum):
     """
     Where a message was sent.
     """
@@ -19,7 +19,7 @@ class Kind(str, Enum):
     BROADCAST = "broadcast"
 
 
-class Role(str, Enum):
+class Role(StrEnum):
     ADMIN = "admin"
     MEMBER = "member"
 
@@ -85,4 +85,4 @@ class AwayCounts:
 
 
 def utc_from_timestamp(seconds: float) -> datetime:
-    return datetime.fromtimestamp(seconds, tz=timezone.utc)
+    return datetime.fromtimestamp(seconds, tz=UTC)

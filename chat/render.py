@@ -34,8 +34,9 @@ class Renderer(Protocol):
 
     def welcome(self, cmd: str, user: str, away: AwayCounts, id: Any) -> list[str]: ...
 
-    def sent(self, message: Message, me: str, open_target: str, id: Any) -> list[str]:
-        ...
+    def sent(
+        self, message: Message, me: str, open_target: str, id: Any
+    ) -> list[str]: ...
 
     def event(self, event: Event, me: str, open_target: str) -> list[str]: ...
 
@@ -53,8 +54,7 @@ class Renderer(Protocol):
 
     def members(self, group: Group, members: list[Member], id: Any) -> list[str]: ...
 
-    def ok(self, cmd: str, text: str, fields: dict[str, Any], id: Any) -> list[str]:
-        ...
+    def ok(self, cmd: str, text: str, fields: dict[str, Any], id: Any) -> list[str]: ...
 
     def help(self, lines: list[str], id: Any) -> list[str]: ...
 
@@ -261,7 +261,9 @@ class JsonRenderer:
         if isinstance(event, PresenceEvent):
             return self._out("presence", user=event.user, online=event.online)
         if isinstance(event, GroupEvent):
-            return self._out("group", event=event.change, group=event.group, by=event.by)
+            return self._out(
+                "group", event=event.change, group=event.group, by=event.by
+            )
         return self._out("notice", text=event.text)
 
     def history(
