@@ -133,6 +133,22 @@ MIGRATIONS = (
             "CREATE INDEX sessions_user ON sessions (user_id, login_at)",
         ),
     ),
+    Migration(
+        2,
+        "client message references, so that a resend is stored once",
+        (
+            "ALTER TABLE messages ADD COLUMN client_ref TEXT",
+            """
+            CREATE UNIQUE INDEX messages_client_ref ON messages (sender_id, client_ref)
+                WHERE client_ref IS NOT NULL
+            """,
+        ),
+    ),
+    Migration(
+        3,
+        "how a session began: login, signup or resume",
+        ("ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'login'",),
+    ),
 )
 
 

@@ -8,7 +8,8 @@ folded by the service layer.
 
 from __future__ import annotations
 
-from datetime import datetime, timezone
+from collections.abc import Awaitable, Callable
+from datetime import UTC, datetime
 from typing import Any
 
 from chat.db import IDatabase, IntegrityViolation, Row, Transaction
@@ -31,11 +32,17 @@ class NameTaken(Exception):
     """
 
 
+class DuplicateRef(Exception):
+    """
+    The sender already stored a message with this client reference.
+    """
+
+
 def time_param(when: datetime) -> str:
     """
     A timestamp as both engines accept it: ISO 8601 in UTC.
     """
-    return when.astimezone(timezone.utc).isoformat()
+    return when.astimezone(UTC).isoformat()
 
 
 def time_value(value: Any) -> datetime:
@@ -45,8 +52,8 @@ def time_value(value: Any) -> datetime:
     if isinstance(value, str):
         value = datetime.fromisoformat(value)
     if value.tzinfo is None:
-        value = value.replace(tzinfo=timezone.utc)
-    return value.astimezone(timezone.utc)
+        value = value.replace(tzinfo=UTC)
+    return value.astimezone(UTC)
 
 
 def _like_pattern(text: str) -> str:
@@ -58,6 +65,36 @@ _GROUP_COLUMNS = """
     g.id, g.name, g.description, g.is_private,
     (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id)
 """
+
+
+# Every column a Message needs, whatever its kind; rows go through _message.
+_MESSAGE_SELECT = """
+    SELECT m.id, m.kind, s.name,
+        CASE m.kind
+            WHEN 'private' THEN (SELECT r.name FROM users r WHERE r.id =
+                CASE WHEN c.user_low = m.sender_id THEN c.user_high
+                     ELSE c.user_low END)
+            WHEN 'group' THEN g.name
+            ELSE NULL
+        END,
+        m.body, m.created_at
+    FROM messages m
+    JOIN users s ON s.id = m.sender_id
+    LEFT JOIN conversations c ON c.id = m.conversation_id
+    LEFT JOIN chat_groups g ON g.id = m.group_id
+"""
+
+
+def _message(row: Row) -> Message:
+    id_, kind, sender, other, body, created = row
+    kind = Kind(kind)
+    if kind is Kind.GROUP:
+        target = GROUP_PREFIX + other
+    elif kind is Kind.BROADCAST:
+        target = BROADCAST_TARGET
+    else:
+        target = other
+    return Message(id_, kind, sender, target, body, time_value(created))
 
 
 def _group(row: Row, role: Any = None) -> Group:
@@ -133,9 +170,54 @@ class Store:
 
     # Messages
 
+    async def _insert_message(
+        self, work: Callable[[Transaction], Awaitable[int]], ref: str | None
+    ) -> int:
+        try:
+            return await self._db.transaction(work)
+        except IntegrityViolation as e:
+            if ref is None:
+                raise
+            raise DuplicateRef(ref) from e
+
+    async def find_by_ref(self, sender: User, ref: str) -> Message | None:
+        """
+        The message C{sender} stored with client reference C{ref}, if any.
+        """
+        rows = await self._query(
+            _MESSAGE_SELECT + " WHERE m.sender_id = ? AND m.client_ref = ?",
+            (sender.id, ref),
+        )
+        return _message(rows[0]) if rows else None
+
+    async def messages_for(self, user: User, after: int, limit: int) -> list[Message]:
+        """
+        Messages by others that C{user} can receive with an id above C{after},
+        in id order: their private conversations, their groups and broadcasts.
+        """
+        rows = await self._query(
+            _MESSAGE_SELECT + " WHERE m.id > ? AND m.sender_id <> ?"
+            " AND (m.kind = 'broadcast' OR c.user_low = ? OR c.user_high = ?"
+            "  OR m.group_id IN (SELECT group_id FROM group_members"
+            "   WHERE user_id = ?))"
+            " ORDER BY m.id LIMIT ?",
+            (after, user.id, user.id, user.id, user.id, limit),
+        )
+        return [_message(r) for r in rows]
+
     async def add_private(
-        self, sender: User, recipient: User, body: str, now: datetime
+        self,
+        sender: User,
+        recipient: User,
+        body: str,
+        now: datetime,
+        ref: str | None = None,
     ) -> Message:
+        """
+        Store a private message.
+
+        @raise DuplicateRef: if C{sender} already used C{ref}.
+        """
         low, high = sorted((sender.id, recipient.id))
 
         async def work(txn: Transaction) -> int:
@@ -146,36 +228,51 @@ class Store:
             )
             rows = await txn.execute(
                 "INSERT INTO messages (kind, sender_id, conversation_id, body,"
-                " created_at)"
-                " SELECT 'private', ?, id, ?, ? FROM conversations"
+                " created_at, client_ref)"
+                " SELECT 'private', ?, id, ?, ?, ? FROM conversations"
                 " WHERE user_low = ? AND user_high = ? RETURNING id",
-                (sender.id, body, time_param(now), low, high),
+                (sender.id, body, time_param(now), ref, low, high),
             )
             return int(rows[0][0])
 
-        id_ = await self._db.transaction(work)
+        id_ = await self._insert_message(work, ref)
         return Message(id_, Kind.PRIVATE, sender.name, recipient.name, body, now)
 
+    async def _insert_one(
+        self, sql: str, params: tuple[Any, ...], ref: str | None
+    ) -> int:
+        async def work(txn: Transaction) -> int:
+            return int((await txn.execute(sql, params))[0][0])
+
+        return await self._insert_message(work, ref)
+
     async def add_group_message(
-        self, sender: User, group: Group, body: str, now: datetime
+        self,
+        sender: User,
+        group: Group,
+        body: str,
+        now: datetime,
+        ref: str | None = None,
     ) -> Message:
-        rows = await self._query(
-            "INSERT INTO messages (kind, sender_id, group_id, body, created_at)"
-            " VALUES ('group', ?, ?, ?, ?) RETURNING id",
-            (sender.id, group.id, body, time_param(now)),
+        id_ = await self._insert_one(
+            "INSERT INTO messages (kind, sender_id, group_id, body, created_at,"
+            " client_ref) VALUES ('group', ?, ?, ?, ?, ?) RETURNING id",
+            (sender.id, group.id, body, time_param(now), ref),
+            ref,
         )
         target = GROUP_PREFIX + group.name
-        return Message(rows[0][0], Kind.GROUP, sender.name, target, body, now)
+        return Message(id_, Kind.GROUP, sender.name, target, body, now)
 
-    async def add_broadcast(self, sender: User, body: str, now: datetime) -> Message:
-        rows = await self._query(
-            "INSERT INTO messages (kind, sender_id, body, created_at)"
-            " VALUES ('broadcast', ?, ?, ?) RETURNING id",
-            (sender.id, body, time_param(now)),
+    async def add_broadcast(
+        self, sender: User, body: str, now: datetime, ref: str | None = None
+    ) -> Message:
+        id_ = await self._insert_one(
+            "INSERT INTO messages (kind, sender_id, body, created_at, client_ref)"
+            " VALUES ('broadcast', ?, ?, ?, ?) RETURNING id",
+            (sender.id, body, time_param(now), ref),
+            ref,
         )
-        return Message(
-            rows[0][0], Kind.BROADCAST, sender.name, BROADCAST_TARGET, body, now
-        )
+        return Message(id_, Kind.BROADCAST, sender.name, BROADCAST_TARGET, body, now)
 
     async def private_history(self, me: User, other: User, limit: int) -> list[Message]:
         """
@@ -218,7 +315,9 @@ class Store:
             (limit,),
         )
         return [
-            Message(r[0], Kind.BROADCAST, r[1], BROADCAST_TARGET, r[2], time_value(r[3]))
+            Message(
+                r[0], Kind.BROADCAST, r[1], BROADCAST_TARGET, r[2], time_value(r[3])
+            )
             for r in reversed(rows)
         ]
 
@@ -401,11 +500,16 @@ class Store:
 
     # The sessions log
 
-    async def record_login(self, user: User, server_id: str, now: datetime) -> int:
+    async def record_login(
+        self, user: User, server_id: str, now: datetime, kind: str = "login"
+    ) -> int:
+        """
+        Open an entry in the sessions log; C{kind} is login, signup or resume.
+        """
         rows = await self._query(
-            "INSERT INTO sessions (user_id, server_id, login_at) VALUES (?, ?, ?)"
-            " RETURNING id",
-            (user.id, server_id, time_param(now)),
+            "INSERT INTO sessions (user_id, server_id, login_at, kind)"
+            " VALUES (?, ?, ?, ?) RETURNING id",
+            (user.id, server_id, time_param(now), kind),
         )
         return int(rows[0][0])
 
