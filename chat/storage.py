@@ -56,11 +56,6 @@ def time_value(value: Any) -> datetime:
     return value.astimezone(UTC)
 
 
-def _like_pattern(text: str) -> str:
-    escaped = text.lower().replace("\\", "\\\\").replace("%", "\\%")
-    return "%" + escaped.replace("_", "\\_") + "%"
-
-
 _GROUP_COLUMNS = """
     g.id, g.name, g.description, g.is_private,
     (SELECT COUNT(*) FROM group_members c WHERE c.group_id = g.id)
@@ -421,18 +416,22 @@ class Store:
 
     async def browse_groups(self, viewer: User, search: str) -> list[Group]:
         """
-        Open groups that C{viewer} may see: public ones and their own.
+        Open groups that C{viewer} may see, public ones and their own, whose
+        name or description holds C{search} in any case.
+
+        The text is matched here rather than with C{LIKE}: SQLite folds the
+        case of ASCII letters only, PostgreSQL of every letter.
         """
         rows = await self._query(
             f"SELECT {_GROUP_COLUMNS}, m.role FROM chat_groups g"
             " LEFT JOIN group_members m ON m.group_id = g.id AND m.user_id = ?"
             " WHERE g.closed_at IS NULL"
             " AND (g.is_private = ? OR m.role IS NOT NULL)"
-            " AND lower(g.name || ' ' || g.description) LIKE ? ESCAPE '\\'"
             " ORDER BY g.name_folded",
-            (viewer.id, False, _like_pattern(search)),
+            (viewer.id, False),
         )
-        return [_group(r, r[5]) for r in rows]
+        wanted = search.casefold()
+        return [_group(r, r[5]) for r in rows if wanted in f"{r[1]} {r[2]}".casefold()]
 
     async def add_member(
         self, group: Group, user: User, role: Role, now: datetime
