@@ -11,7 +11,7 @@ protocol's handlers only ever see well-formed commands.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from chat.service import ChatError
@@ -27,6 +27,7 @@ class Spec:
     after_login: bool = True
     usage: str = ""
     summary: str = ""
+    json_only: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -38,6 +39,7 @@ class Command:
     verb: str
     args: tuple[str, ...] = ()
     id: Any = None
+    options: dict[str, str] = field(default_factory=dict)
 
     def arg(self, index: int, default: str = "") -> str:
         return self.args[index] if index < len(self.args) else default
@@ -77,7 +79,19 @@ COMMANDS: dict[str, Spec] = {
             "text",
             required=2,
             rest=True,
+            json_only=("ref",),
         ),
+        _spec(
+            "resume",
+            "/resume TOKEN [LAST_ID]",
+            "continue a session after a disconnect, without the password",
+            "token",
+            "last_id",
+            required=1,
+            before_login=True,
+            after_login=False,
+        ),
+        _spec("ping", "/ping", "keep the session alive", before_login=True),
         _spec(
             "open",
             "/open TARGET",
@@ -239,7 +253,15 @@ def parse_json(line: str) -> Command:
             if not isinstance(value, str | int):
                 raise ChatError("bad_request", f'"{name}" must be a string')
             args.append(str(value))
-        return _check(spec, tuple(args), id)
+        options = {}
+        for name in spec.json_only:
+            value = obj.get(name)
+            if value is not None:
+                if not isinstance(value, str | int) or isinstance(value, bool):
+                    raise ChatError("bad_request", f'"{name}" must be a string')
+                options[name] = str(value)
+        command = _check(spec, tuple(args), id)
+        return Command(command.verb, command.args, id, options)
     except ChatError as e:
         raise ChatError(e.code, e.text, id) from None
 

@@ -33,7 +33,15 @@ class GroupEvent:
 
 @dataclass(frozen=True)
 class NoticeEvent:
+    """
+    A word from the server.  C{code} is C{maintenance} before a shutdown (with
+    C{retry_after} seconds as a hint for reconnecting), C{replaced} when a
+    resumed session elsewhere took this connection's place, or empty.
+    """
+
     text: str
+    code: str = ""
+    retry_after: float | None = None
 
 
 Event = MessageEvent | PresenceEvent | GroupEvent | NoticeEvent

@@ -55,6 +55,10 @@ class ConnectionRegistry:
             for connection in list(self.by_user.get(name, ())):
                 connection.deliver(event)
 
+    def replace(self, folded: str) -> None:
+        for connection in list(self.by_user.pop(folded, ())):
+            connection.replaced()
+
     def deliver_all(self, event: Event) -> None:
         for held in list(self.by_user.values()):
             for connection in list(held):

@@ -24,6 +24,11 @@ class IPresence(Protocol):
         Mark a person online unless they already are; C{True} if claimed.
         """
 
+    async def take_over(self, folded: str, presence: Presence) -> None:
+        """
+        Mark a person online here, whoever held them before.
+        """
+
     async def release(self, folded: str, server_id: str) -> None:
         """
         Mark a person offline, if C{server_id} still holds them.
@@ -50,6 +55,9 @@ class LocalPresence:
             return False
         self._online[folded] = presence
         return True
+
+    async def take_over(self, folded: str, presence: Presence) -> None:
+        self._online[folded] = presence
 
     async def release(self, folded: str, server_id: str) -> None:
         held = self._online.get(folded)

@@ -30,6 +30,8 @@ if TYPE_CHECKING:
     from chat.factory import ConnectionRegistry
 
 MAX_LINE = 4096
+# Activity refreshes the session token no more often than this, in seconds.
+TOUCH_INTERVAL = 60.0
 
 _PROMPTS = {
     "name": "Name: ",
@@ -67,6 +69,7 @@ class ChatProtocol(LineReceiver):
         self._gone = False
         self._running: Deferred[None] | None = None
         self._overflow: bytes | None = None
+        self._touched = 0.0
 
     # Connection life
 
@@ -74,7 +77,7 @@ class ChatProtocol(LineReceiver):
         self.registry.add(self)
         self._send(self.renderer.banner(self.service.server_id))
 
-    def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:
+    def connectionLost(self, reason: Failure | None = None) -> None:
         self._gone = True
         self.registry.remove(self)
         if self.login is not None:
@@ -174,11 +177,14 @@ class ChatProtocol(LineReceiver):
 
     def _unexpected(self, failure: Failure, command: Command) -> None:
         self.log.failure(
-            "command {verb} from {user} failed", failure, verb=command.verb,
+            "command {verb} from {user} failed",
+            failure,
+            verb=command.verb,
             user=self.user,
         )
-        self._error(ChatError("internal", "something went wrong on the server"),
-                    command.id)
+        self._error(
+            ChatError("internal", "something went wrong on the server"), command.id
+        )
 
     async def _dispatch(self, command: Command) -> None:
         spec = commands.COMMANDS[command.verb]
@@ -191,11 +197,21 @@ class ChatProtocol(LineReceiver):
                 raise ChatError("already_logged_in", f"you are {self.user} already")
             handler = getattr(self, "do_" + command.verb)
             await handler(command)
+            await self._keep_alive()
         except ChatError as e:
             self._error(e, command.id)
         except DatabaseUnavailable as e:
             self.log.warn("database unavailable: {error}", error=str(e))
             self._error(unavailable(e), command.id)
+
+    async def _keep_alive(self) -> None:
+        """
+        Refresh the session token, at most once per L{TOUCH_INTERVAL}.
+        """
+        now = self.service.clock.seconds()
+        if self.login is not None and now - self._touched >= TOUCH_INTERVAL:
+            self._touched = now
+            await self.service.heartbeat(self.login)
 
     # Bytes out
 
@@ -282,15 +298,62 @@ class ChatProtocol(LineReceiver):
             login = await self.service.signup(answers["name"], answers["password"])
         else:
             login = await self.service.login(answers["name"], answers["password"])
+        if self._adopt(login):
+            self._send(self.renderer.welcome(verb, login, id))
+
+    def _adopt(self, login: Login) -> bool:
+        """
+        Make C{login} this connection's session, unless it closed meanwhile.
+        """
         if self._gone:
-            await self.service.logout(login)
-            return
+            self.registry.spawn("logout", self.service.logout(login))
+            return False
         self.login = login
+        self._touched = self.service.clock.seconds()
         self.registry.register(login.folded, self)
-        self._send(self.renderer.welcome(verb, login.user.name, login.away, id))
+        return True
+
+    async def do_resume(self, command: Command) -> None:
+        last_id = command.arg(1)
+        if last_id and not last_id.isdigit():
+            raise ChatError("bad_request", "usage: /resume TOKEN [LAST_ID]")
+        resumed = await self.service.resume(
+            command.args[0], int(last_id) if last_id else None
+        )
+        if not self._adopt(resumed.login):
+            return
+        self._send(self.renderer.resumed(resumed, command.id))
+        for message in resumed.missed:
+            self._send(self.renderer.event(MessageEvent(message), self.user, ""))
+        if resumed.gap:
+            notice = NoticeEvent(
+                f"more than {len(resumed.missed)} messages arrived while you were"
+                " away; the older ones are in /history"
+            )
+            self._send(self.renderer.event(notice, self.user, ""))
+
+    def replaced(self) -> None:
+        """
+        A resumed session elsewhere has taken this connection's place.
+        """
+        if self.login is not None:
+            self.login.replaced = True
+        self._send(
+            self.renderer.event(
+                NoticeEvent("your session was resumed elsewhere", "replaced"), "", ""
+            )
+        )
+        self.transport.loseConnection()
+
+    async def do_ping(self, command: Command) -> None:
+        self._send(self.renderer.pong(command.id))
 
     async def do_quit(self, command: Command) -> None:
         self._send(self.renderer.bye(self.user or None, command.id))
+        if self.login is not None:
+            login, self.login = self.login, None
+            self.registry.unregister(login.folded, self)
+            self.registry.spawn("logout", self.service.logout(login, revoke=True))
         self.transport.loseConnection()
 
     async def do_mode(self, command: Command) -> None:
@@ -313,10 +376,10 @@ class ChatProtocol(LineReceiver):
         return self.login.user
 
     async def do_msg(self, command: Command) -> None:
-        message = await self.service.send(self._me(), command.args[0], command.args[1])
-        self._send(
-            self.renderer.sent(message, self.user, self.open_target, command.id)
+        sent = await self.service.send(
+            self._me(), command.args[0], command.args[1], command.options.get("ref")
         )
+        self._send(self.renderer.sent(sent, self.user, self.open_target, command.id))
 
     async def do_history(self, command: Command) -> None:
         limit_text = command.arg(1, str(HISTORY_DEFAULT))

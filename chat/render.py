@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from chat.events import Event, GroupEvent, MessageEvent, NoticeEvent, PresenceEvent
 from chat.records import AwayCounts, Group, Kind, Member, Message
-from chat.service import UserStatus
+from chat.service import Login, Resumed, Sent, UserStatus
 from chat.text import neutralise
 
 
@@ -32,11 +32,13 @@ class Renderer(Protocol):
 
     def mode(self, mode: str) -> list[str]: ...
 
-    def welcome(self, cmd: str, user: str, away: AwayCounts, id: Any) -> list[str]: ...
+    def welcome(self, cmd: str, login: Login, id: Any) -> list[str]: ...
 
-    def sent(
-        self, message: Message, me: str, open_target: str, id: Any
-    ) -> list[str]: ...
+    def resumed(self, resumed: Resumed, id: Any) -> list[str]: ...
+
+    def pong(self, id: Any) -> list[str]: ...
+
+    def sent(self, sent: Sent, me: str, open_target: str, id: Any) -> list[str]: ...
 
     def event(self, event: Event, me: str, open_target: str) -> list[str]: ...
 
@@ -106,10 +108,29 @@ class TextRenderer:
     def mode(self, mode: str) -> list[str]:
         return [f"ok: {mode} mode"]
 
-    def welcome(self, cmd: str, user: str, away: AwayCounts, id: Any) -> list[str]:
+    def _token(self, token: str) -> str:
+        return f"token: {token} (if you are cut off, /resume {token} within 10 minutes)"
+
+    def welcome(self, cmd: str, login: Login, id: Any) -> list[str]:
+        user = login.user.name
         if cmd == "signup":
-            return [f"Welcome, {user}! Your account is ready. /help lists commands."]
-        return [f"Welcome back, {user}! {_away_text(away)}"]
+            first = f"Welcome, {user}! Your account is ready. /help lists commands."
+        else:
+            first = f"Welcome back, {user}! {_away_text(login.away)}"
+        return [first, self._token(login.token)]
+
+    def resumed(self, resumed: Resumed, id: Any) -> list[str]:
+        login = resumed.login
+        count = len(resumed.missed)
+        plural = "s" if count != 1 else ""
+        return [
+            f"Welcome back, {login.user.name}! Session resumed;"
+            f" {count} message{plural} arrived while you were away.",
+            self._token(login.token),
+        ]
+
+    def pong(self, id: Any) -> list[str]:
+        return ["pong"]
 
     def _line(self, message: Message, me: str, open_target: str, day: bool) -> str:
         stamp = message.created_at.strftime("%Y-%m-%d %H:%M" if day else "%H:%M")
@@ -125,8 +146,8 @@ class TextRenderer:
             return f"[{stamp}] {sender} in {message.target}: {body}"
         return f"[{stamp}] {sender} to everyone: {body}"
 
-    def sent(self, message: Message, me: str, open_target: str, id: Any) -> list[str]:
-        return [self._line(message, me, open_target, False)]
+    def sent(self, sent: Sent, me: str, open_target: str, id: Any) -> list[str]:
+        return [self._line(sent.message, me, open_target, False)]
 
     def event(self, event: Event, me: str, open_target: str) -> list[str]:
         if isinstance(event, MessageEvent):
@@ -244,16 +265,38 @@ class JsonRenderer:
     def mode(self, mode: str) -> list[str]:
         return self._out("mode", mode=mode)
 
-    def welcome(self, cmd: str, user: str, away: AwayCounts, id: Any) -> list[str]:
+    def welcome(self, cmd: str, login: Login, id: Any) -> list[str]:
+        away = login.away
         counts = {
             "private": away.private,
             "group": away.group,
             "broadcast": away.broadcast,
         }
-        return self._out("ok", id, cmd=cmd, user=user, away=counts)
+        return self._out(
+            "ok", id, cmd=cmd, user=login.user.name, away=counts, token=login.token
+        )
 
-    def sent(self, message: Message, me: str, open_target: str, id: Any) -> list[str]:
-        return self._out("sent", id, message=message_json(message))
+    def resumed(self, resumed: Resumed, id: Any) -> list[str]:
+        login = resumed.login
+        return self._out(
+            "ok",
+            id,
+            cmd="resume",
+            user=login.user.name,
+            token=login.token,
+            missed=len(resumed.missed),
+            gap=resumed.gap,
+        )
+
+    def pong(self, id: Any) -> list[str]:
+        return self._out("pong", id)
+
+    def sent(self, sent: Sent, me: str, open_target: str, id: Any) -> list[str]:
+        if sent.duplicate:
+            return self._out(
+                "sent", id, message=message_json(sent.message), duplicate=True
+            )
+        return self._out("sent", id, message=message_json(sent.message))
 
     def event(self, event: Event, me: str, open_target: str) -> list[str]:
         if isinstance(event, MessageEvent):
@@ -264,7 +307,12 @@ class JsonRenderer:
             return self._out(
                 "group", event=event.change, group=event.group, by=event.by
             )
-        return self._out("notice", text=event.text)
+        fields: dict[str, Any] = {"text": event.text}
+        if event.code:
+            fields["code"] = event.code
+        if event.retry_after is not None:
+            fields["retry_after"] = event.retry_after
+        return self._out("notice", **fields)
 
     def history(
         self, target: str, messages: Sequence[Message], id: Any, opened: bool

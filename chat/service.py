@@ -25,17 +25,22 @@ from chat.records import (
     GROUP_PREFIX,
     AwayCounts,
     Group,
+    Kind,
     Member,
     Message,
     Role,
     User,
     utc_from_timestamp,
 )
-from chat.storage import NameTaken, Store
+from chat.sessions import ITokens, LocalTokens
+from chat.storage import DuplicateRef, NameTaken, Store
 
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 500
 MAX_MESSAGE = 2000
+MAX_REF = 64
+# The most missed messages one resume sends; older ones stay in /history.
+RESUME_MAX = 1000
 
 
 class ChatError(Exception):
@@ -59,6 +64,12 @@ class IRouter(Protocol):
 
     def deliver_all(self, event: Event) -> None: ...
 
+    def replace(self, folded_name: str) -> None:
+        """
+        Close the person's live connections, wherever they are: a resumed
+        session has taken their place.
+        """
+
 
 @dataclass
 class Login:
@@ -70,10 +81,35 @@ class Login:
     session_id: int
     away: AwayCounts
     seen_up_to: int
+    token: str = ""
+    replaced: bool = False
     folded: str = field(init=False)
 
     def __post_init__(self) -> None:
         self.folded = names.fold(self.user.name)
+
+
+@dataclass(frozen=True)
+class Resumed:
+    """
+    A resumed session and what the person missed, oldest first.
+
+    C{gap} is true when more was missed than one resume delivers.
+    """
+
+    login: Login
+    missed: list[Message]
+    gap: bool
+
+
+@dataclass(frozen=True)
+class Sent:
+    """
+    A stored message; C{duplicate} when it was stored by an earlier send.
+    """
+
+    message: Message
+    duplicate: bool = False
 
 
 @dataclass(frozen=True)
@@ -97,6 +133,7 @@ class ChatService:
         passwords: Passwords,
         clock: IReactorTime,
         server_id: str,
+        tokens: ITokens | None = None,
     ) -> None:
         self.store = store
         self.presence = presence
@@ -104,6 +141,7 @@ class ChatService:
         self.passwords = passwords
         self.clock = clock
         self.server_id = server_id
+        self.tokens = tokens or LocalTokens(clock)
 
     def now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
@@ -122,22 +160,20 @@ class ChatService:
             raise ChatError("name_taken", f"the name {name!r} is taken")
         password_hash = await self.passwords.hash(password)
         try:
-            user = await self.store.create_user(
-                name, folded, password_hash, self.now()
-            )
+            user = await self.store.create_user(name, folded, password_hash, self.now())
         except NameTaken:
             raise ChatError("name_taken", f"the name {name!r} is taken") from None
         self.log.info("new user {user}", user=user.name)
-        return await self._start_session(user)
+        return await self._start_session(user, "signup")
 
     async def login(self, name: str, password: str) -> Login:
         found = await self.store.find_user(names.fold(name))
         stored = found[1] if found else None
         if not await self.passwords.verify(stored, password) or found is None:
             raise ChatError("bad_credentials", "wrong name or password")
-        return await self._start_session(found[0])
+        return await self._start_session(found[0], "login")
 
-    async def _start_session(self, user: User) -> Login:
+    async def _start_session(self, user: User, kind: str) -> Login:
         folded = names.fold(user.name)
         claim = Presence(user.name, self.server_id, self.clock.seconds())
         if not await self.presence.claim(folded, claim):
@@ -149,21 +185,76 @@ class ChatService:
             away = await self.store.away_counts(user)
             seen = await self.store.last_message_id()
             session_id = await self.store.record_login(
-                user, self.server_id, self.now()
+                user, self.server_id, self.now(), kind
             )
+            token = await self.tokens.issue(folded)
         except BaseException:
             await self.presence.release(folded, self.server_id)
             raise
-        self.log.info("{user} logged in", user=user.name)
+        self.log.info("{user} logged in ({kind})", user=user.name, kind=kind)
         self.router.deliver_all(PresenceEvent(user.name, True))
-        return Login(user, session_id, away, seen)
+        return Login(user, session_id, away, seen, token)
 
-    async def logout(self, login: Login) -> None:
+    async def resume(self, token: str, last_id: int | None) -> Resumed:
+        """
+        Restore a session from its token, taking over any connection the
+        person still has, and return what they missed after C{last_id}
+        (by default, after what they were last shown).
+        """
+        rotated = await self.tokens.rotate(token)
+        found = await self.store.find_user(rotated[0]) if rotated else None
+        if rotated is None or found is None:
+            raise ChatError(
+                "bad_token",
+                "that session has expired or ended; log in with your password",
+            )
+        folded, new_token = rotated
+        user = found[0]
+        was_online = await self.presence.is_online(folded)
+        self.router.replace(folded)
+        await self.presence.take_over(
+            folded, Presence(user.name, self.server_id, self.clock.seconds())
+        )
+        if last_id is None:
+            last_id = await self.store.seen_up_to(user)
+        batch = await self.store.messages_for(user, last_id, RESUME_MAX + 1)
+        missed, gap = batch[:RESUME_MAX], len(batch) > RESUME_MAX
+        seen = max([last_id] + [m.id for m in missed])
+        session_id = await self.store.record_login(
+            user, self.server_id, self.now(), "resume"
+        )
+        self.log.info(
+            "{user} resumed, {count} missed", user=user.name, count=len(missed)
+        )
+        away = AwayCounts(
+            private=sum(m.kind is Kind.PRIVATE for m in missed),
+            group=sum(m.kind is Kind.GROUP for m in missed),
+            broadcast=sum(m.kind is Kind.BROADCAST for m in missed),
+        )
+        if not was_online:
+            self.router.deliver_all(PresenceEvent(user.name, True))
+        login = Login(user, session_id, away, seen, new_token)
+        return Resumed(login, missed, gap)
+
+    async def heartbeat(self, login: Login) -> None:
+        """
+        Keep the session's token alive.
+        """
+        await self.tokens.touch(login.token)
+
+    async def logout(self, login: Login, revoke: bool = False) -> None:
         """
         End a session: the person is offline, and the log says when.
+
+        A session that another connection took over leaves presence alone.
+        C{revoke} ends the token too, as C{/quit} does; a dropped connection
+        keeps it so that the person can resume.
         """
-        await self.presence.release(login.folded, self.server_id)
-        self.router.deliver_all(PresenceEvent(login.user.name, False))
+        if revoke:
+            await self.tokens.revoke(login.token)
+        if not login.replaced:
+            await self.presence.release(login.folded, self.server_id)
+            self.router.deliver_all(PresenceEvent(login.user.name, False))
         await self.store.mark_seen(login.user, login.seen_up_to)
         await self.store.record_logout(login.session_id, self.now())
         self.log.info("{user} logged out", user=login.user.name)
@@ -191,23 +282,40 @@ class ChatService:
     async def _member_group(self, me: User, name: str) -> Group:
         group = await self._group(me, name)
         if group.my_role is None:
-            raise ChatError(
-                "not_member", f"you are not a member of #{group.name}"
-            )
+            raise ChatError("not_member", f"you are not a member of #{group.name}")
         return group
 
     async def _admin_group(self, me: User, name: str) -> Group:
         group = await self._member_group(me, name)
         if group.my_role is not Role.ADMIN:
-            raise ChatError(
-                "forbidden", f"only an admin of #{group.name} can do that"
-            )
+            raise ChatError("forbidden", f"only an admin of #{group.name} can do that")
         return group
 
-    async def send(self, me: User, target: str, text: str) -> Message:
+    async def send(
+        self, me: User, target: str, text: str, ref: str | None = None
+    ) -> Sent:
         """
         Store a message, then pass it to everyone it is for who is online.
+
+        A C{ref} that C{me} used before names a resend: the original message
+        is returned and nobody is told again.
         """
+        if ref is not None:
+            if len(ref) > MAX_REF:
+                raise ChatError(
+                    "bad_request", f"a ref has at most {MAX_REF} characters"
+                )
+            earlier = await self.store.find_by_ref(me, ref)
+            if earlier is not None:
+                return Sent(earlier, duplicate=True)
+        try:
+            return Sent(await self._send(me, target, text, ref))
+        except DuplicateRef:
+            earlier = await self.store.find_by_ref(me, ref or "")
+            assert earlier is not None
+            return Sent(earlier, duplicate=True)
+
+    async def _send(self, me: User, target: str, text: str, ref: str | None) -> Message:
         text = text.strip()
         if not text:
             raise ChatError("bad_request", "the message is empty")
@@ -217,11 +325,11 @@ class ChatService:
             )
         now = self.now()
         if target == BROADCAST_TARGET:
-            message = await self.store.add_broadcast(me, text, now)
+            message = await self.store.add_broadcast(me, text, now, ref)
             self.router.deliver_all(MessageEvent(message))
         elif target.startswith(GROUP_PREFIX):
             group = await self._member_group(me, target[1:])
-            message = await self.store.add_group_message(me, group, text, now)
+            message = await self.store.add_group_message(me, group, text, now, ref)
             members = await self.store.members(group)
             self.router.deliver(
                 [names.fold(m.name) for m in members], MessageEvent(message)
@@ -230,7 +338,7 @@ class ChatService:
             other = await self._user(target)
             if other.id == me.id:
                 raise ChatError("bad_request", "you cannot send a message to yourself")
-            message = await self.store.add_private(me, other, text, now)
+            message = await self.store.add_private(me, other, text, now, ref)
             self.router.deliver([names.fold(other.name)], MessageEvent(message))
         self.log.debug(
             "message {id} from {user} to {target}",
@@ -306,9 +414,7 @@ class ChatService:
         group = await self._admin_group(me, group_name)
         other = await self._user(user_name)
         if not await self.store.add_member(group, other, Role.MEMBER, self.now()):
-            raise ChatError(
-                "bad_request", f"{other.name} is already in #{group.name}"
-            )
+            raise ChatError("bad_request", f"{other.name} is already in #{group.name}")
         self.router.deliver(
             [names.fold(other.name)], GroupEvent("invited", group.name, me.name)
         )

@@ -324,6 +324,15 @@ class Store:
         rows = await self._query("SELECT COALESCE(MAX(id), 0) FROM messages")
         return int(rows[0][0])
 
+    async def seen_up_to(self, user: User) -> int:
+        """
+        The highest message id C{user} was recorded as shown.
+        """
+        rows = await self._query(
+            "SELECT seen_up_to FROM users WHERE id = ?", (user.id,)
+        )
+        return int(rows[0][0])
+
     async def mark_seen(self, user: User, up_to: int) -> None:
         """
         Record that C{user} has been shown every message up to C{up_to}.

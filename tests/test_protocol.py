@@ -249,12 +249,11 @@ class TextModeMessagingTests(ProtocolTestCase):
         back.output()
         lines = await back.send("/login alice password123")
         self.assertEqual(
-            lines,
-            [
-                "Welcome back, alice! 2 new messages arrived while you were away"
-                " (1 private, 1 broadcast); /open a conversation to read them."
-            ],
+            lines[0],
+            "Welcome back, alice! 2 new messages arrived while you were away"
+            " (1 private, 1 broadcast); /open a conversation to read them.",
         )
+        self.assertTrue(lines[1].startswith("token: "))
         history = await back.send("/history bob")
         self.assertIn("[2026-12-04 15:00] bob: are you there?", history)
 
@@ -395,6 +394,7 @@ class JsonModeTests(ProtocolTestCase):
         login = await client.send_json(
             cmd="signup", name="alice", password="password123", id=1
         )
+        self.assertGreaterEqual(len(login[0].pop("token")), 43)
         self.assertEqual(
             login,
             [

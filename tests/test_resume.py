@@ -1,0 +1,273 @@
+"""
+Resuming a session with its token, and sending without duplicates.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from chat import service
+from chat.sessions import SESSION_IDLE
+from tests.harness import Client
+from tests.test_protocol import ProtocolTestCase
+
+
+def token_of(lines: list[str]) -> str:
+    for line in lines:
+        if line.startswith("token: "):
+            return line.split()[1]
+    raise AssertionError(f"no token in {lines!r}")
+
+
+class ResumeTests(ProtocolTestCase):
+    async def json_user(self, name: str) -> tuple[Client, dict[str, Any]]:
+        client = self.harness.connect()
+        await client.send("/mode json")
+        reply = await client.send_json(cmd="signup", name=name, password="pw-123456")
+        return client, reply[0]
+
+    async def test_text_resume_after_disconnect(self) -> None:
+        """
+        A person cut off resumes with /resume TOKEN on a new connection, gets
+        what arrived meanwhile in order, and a new token.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        bob = await self.harness.user("bob")
+        await alice.disconnect()
+        await bob.send("/msg alice first")
+        await bob.send("/msg * second")
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send(f"/resume {token}")
+        self.assertEqual(
+            lines[0],
+            "Welcome back, alice! Session resumed; 2 messages arrived while you"
+            " were away.",
+        )
+        new_token = token_of(lines)
+        self.assertNotEqual(new_token, token)
+        self.assertEqual(
+            lines[2:],
+            ["[15:00] bob (private): first", "[15:00] bob to everyone: second"],
+        )
+        await bob.send("/msg alice live")
+        self.assertEqual(again.lines(), ["[15:00] bob (private): live"])
+
+    async def test_old_token_stops_working(self) -> None:
+        """
+        After a resume the old token is refused.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        await alice.disconnect()
+        first = self.harness.connect()
+        first.output()
+        await first.send(f"/resume {token}")
+        await first.disconnect()
+        second = self.harness.connect()
+        second.output()
+        self.assertEqual(
+            await second.send(f"/resume {token}"),
+            ["error: that session has expired or ended; log in with your password"],
+        )
+
+    async def test_resume_takes_over_a_live_connection(self) -> None:
+        """
+        A resume replaces the person's stale connection instead of being
+        refused; the old connection is told and closed, and the person stays
+        online.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        bob = await self.harness.user("bob")
+        fresh = self.harness.connect()
+        fresh.output()
+        await fresh.send(f"/resume {token}")
+        self.assertEqual(alice.lines(), ["*** your session was resumed elsewhere"])
+        self.assertTrue(alice.transport.disconnecting)
+        alice.protocol.connectionLost()
+        await alice.settle()
+        self.assertTrue(await self.harness.service.presence.is_online("alice"))
+        await bob.send("/msg alice still here?")
+        self.assertEqual(fresh.lines(), ["[15:00] bob (private): still here?"])
+
+    async def test_password_login_still_refused_while_online(self) -> None:
+        """
+        Only a token takes over a live session; the password does not.
+        """
+        await self.harness.user("alice")
+        other = self.harness.connect()
+        other.output()
+        lines = await other.send("/login alice password123")
+        self.assertIn("already logged in", lines[0])
+
+    async def test_json_resume_after_last_id(self) -> None:
+        """
+        A JSON resume sends exactly the messages after the client's last id,
+        in order, after the reply.
+        """
+        alice, reply = await self.json_user("alice")
+        bob = await self.harness.user("bob")
+        await bob.send("/msg alice one")
+        seen = alice.json()[-1]["message"]["id"]
+        await alice.disconnect()
+        await bob.send("/msg alice two")
+        await bob.send("/msg alice three")
+        again = self.harness.connect()
+        await again.send("/mode json")
+        events = await again.send_json(
+            cmd="resume", token=reply["token"], last_id=seen, id="r"
+        )
+        self.assertEqual(events[0]["cmd"], "resume")
+        self.assertEqual(events[0]["id"], "r")
+        self.assertEqual(events[0]["missed"], 2)
+        self.assertFalse(events[0]["gap"])
+        texts = [e["message"]["text"] for e in events[1:]]
+        self.assertEqual(texts, ["two", "three"])
+
+    async def test_gap_is_reported(self) -> None:
+        """
+        When more was missed than one resume sends, the person is told where
+        the rest is.
+        """
+        self.patch(service, "RESUME_MAX", 2)
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        await alice.disconnect()
+        bob = await self.harness.user("bob")
+        for n in range(3):
+            await bob.send(f"/msg alice m{n}")
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send(f"/resume {token} 0")
+        self.assertEqual(
+            lines[-1],
+            "*** more than 2 messages arrived while you were away; the older"
+            " ones are in /history",
+        )
+
+    async def test_token_expires_when_idle(self) -> None:
+        """
+        A token unused for ten minutes no longer resumes.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        await alice.disconnect()
+        self.harness.clock.advance(SESSION_IDLE + 1)
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send(f"/resume {token}")
+        self.assertTrue(lines[0].startswith("error: that session has expired"))
+
+    async def test_activity_keeps_token_alive(self) -> None:
+        """
+        A person who keeps sending commands keeps a resumable token.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        for _ in range(3):
+            self.harness.clock.advance(SESSION_IDLE - 60)
+            await alice.send("/ping")
+        await alice.disconnect()
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send(f"/resume {token}")
+        self.assertTrue(lines[0].startswith("Welcome back, alice!"), lines)
+
+    async def test_quit_revokes_token(self) -> None:
+        """
+        /quit ends the session for good: its token no longer resumes.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        await alice.send("/quit")
+        await alice.disconnect()
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send(f"/resume {token}")
+        self.assertTrue(lines[0].startswith("error: that session has expired"))
+
+    async def test_sessions_log_records_each_kind(self) -> None:
+        """
+        The sessions log records signup, login and resume, with logout times.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        await alice.send("/signup alice password123")
+        await alice.send("/quit")
+        await alice.disconnect()
+        again = self.harness.connect()
+        again.output()
+        token = token_of(await again.send("/login alice password123"))
+        await again.disconnect()
+        third = self.harness.connect()
+        third.output()
+        await third.send(f"/resume {token}")
+        await third.disconnect()
+
+        async def work(txn: Any) -> list[Any]:
+            return await txn.execute(
+                "SELECT kind, logout_at IS NOT NULL FROM sessions ORDER BY id"
+            )
+
+        rows = await self.harness.db.transaction(work)
+        self.assertEqual(
+            [tuple(r) for r in rows],
+            [("signup", 1), ("login", 1), ("resume", 1)],
+        )
+
+
+class DeduplicationTests(ProtocolTestCase):
+    async def test_resend_with_same_ref_is_stored_once(self) -> None:
+        """
+        A message resent with the same ref is acknowledged with the original
+        id, and neither stored nor delivered again.
+        """
+        bob = await self.harness.user("bob")
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="pw-123456")
+        bob.output()
+        first = await client.send_json(cmd="msg", target="bob", text="hi", ref="r-1")
+        again = await client.send_json(cmd="msg", target="bob", text="hi", ref="r-1")
+        self.assertNotIn("duplicate", first[0])
+        self.assertTrue(again[0]["duplicate"])
+        self.assertEqual(again[0]["message"], first[0]["message"])
+        self.assertEqual(await self.harness.store.count_messages(), 1)
+        self.assertEqual(bob.lines(), ["[15:00] alice (private): hi"])
+
+    async def test_refs_belong_to_their_sender(self) -> None:
+        """
+        Two people may use the same ref without one swallowing the other.
+        """
+        clients = []
+        for name in ("alice", "bob"):
+            client = self.harness.connect()
+            await client.send("/mode json")
+            await client.send_json(cmd="signup", name=name, password="pw-123456")
+            clients.append(client)
+        for client in clients:
+            await client.send_json(cmd="msg", target="*", text="x", ref="same")
+        self.assertEqual(await self.harness.store.count_messages(), 2)
+
+    async def test_ref_across_kinds(self) -> None:
+        """
+        A resent group message with a known ref is found again, with its
+        group as target.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="pw-123456")
+        await client.send_json(cmd="group_create", name="devs")
+        first = await client.send_json(cmd="msg", target="#devs", text="a", ref="g1")
+        again = await client.send_json(cmd="msg", target="#devs", text="a", ref="g1")
+        self.assertEqual(again[0]["message"], first[0]["message"])
+        self.assertEqual(again[0]["message"]["to"], "#devs")
