@@ -16,10 +16,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
+from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from chat import logs
 from chat.db import IDatabase, open_database
+from chat.events import NoticeEvent
 from chat.factory import ChatFactory, ConnectionRegistry
 from chat.passwords import Passwords
 from chat.presence import LocalPresence
@@ -30,6 +32,11 @@ from chat.storage import Store, time_param
 
 DEFAULT_LISTEN = "tcp:30080"
 DEFAULT_DATABASE = "sqlite:chat-data/chat.db"
+# Seconds between the maintenance notice and closing the connections.
+DEFAULT_DRAIN = 3.0
+# How long closed connections may take to go before they are aborted.
+CLOSE_GRACE = 5.0
+MAINTENANCE = "SERVER MAINTENANCE: reconnecting in a few seconds"
 
 
 @dataclass
@@ -37,6 +44,7 @@ class Settings:
     listen: list[str] = field(default_factory=lambda: [DEFAULT_LISTEN])
     database: str = DEFAULT_DATABASE
     server_id: str = field(default_factory=socket.gethostname)
+    drain: float = DEFAULT_DRAIN
     passwords: Passwords | None = None
 
 
@@ -68,6 +76,7 @@ class ChatDaemon(Service):
         self.factory = ChatFactory(self.service, self.registry)
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
+        self.draining = False
 
     def startService(self) -> None:
         super().startService()
@@ -89,6 +98,33 @@ class ChatDaemon(Service):
                 address=port.getHost(),
             )
 
+    async def _drain(self) -> None:
+        """
+        Tell everyone connected that this replica is going away, give their
+        clients time to read it, then close every connection, its output
+        flushed.
+        """
+        connections = list(self.registry.connections)
+        if not connections:
+            return
+        self.log.info(
+            "draining {count} connections for {seconds} s",
+            count=len(connections),
+            seconds=self.settings.drain,
+        )
+        notice = NoticeEvent(MAINTENANCE, "maintenance", retry_after=2.0)
+        for connection in connections:
+            connection.deliver(notice)
+        await deferLater(self.reactor, self.settings.drain, lambda: None)
+        for connection in list(self.registry.connections):
+            connection.transport.loseConnection()
+        waited = 0.0
+        while self.registry.connections and waited < CLOSE_GRACE:
+            await deferLater(self.reactor, 0.05, lambda: None)
+            waited += 0.05
+        for connection in list(self.registry.connections):
+            connection.transport.abortConnection()
+
     def _failed_to_start(self, failure: Any) -> None:
         self.log.failure("chat could not start", failure)
         self.ready.errback(failure)
@@ -100,10 +136,10 @@ class ChatDaemon(Service):
         return Deferred.fromCoroutine(self._stop())
 
     async def _stop(self) -> None:
+        self.draining = True
         await DeferredList([port.stopListening() for port in self.ports])
         self.ports = []
-        for connection in list(self.registry.connections):
-            connection.transport.loseConnection()
+        await self._drain()
         await DeferredList(self.registry.pending())
         self.passwords.stop()
         await self.db.stop()

@@ -13,12 +13,19 @@ from typing import Any
 from twisted.python import usage
 
 from chat import logs
-from chat.daemon import DEFAULT_DATABASE, DEFAULT_LISTEN, ChatDaemon, Settings
+from chat.daemon import (
+    DEFAULT_DATABASE,
+    DEFAULT_DRAIN,
+    DEFAULT_LISTEN,
+    ChatDaemon,
+    Settings,
+)
 
 ENVIRONMENT = {
     "database": "CHAT_DATABASE",
     "server-id": "CHAT_SERVER_ID",
     "log-level": "CHAT_LOG_LEVEL",
+    "drain": "CHAT_DRAIN_SECONDS",
 }
 LISTEN_ENVIRONMENT = "CHAT_LISTEN"
 
@@ -42,6 +49,13 @@ class Options(usage.Options):
             None,
             None,
             "this replica's name, default the host name [$CHAT_SERVER_ID]",
+        ],
+        [
+            "drain",
+            None,
+            str(DEFAULT_DRAIN),
+            "seconds between the maintenance notice and closing connections"
+            " at shutdown [$CHAT_DRAIN_SECONDS]",
         ],
         [
             "log-level",
@@ -71,6 +85,12 @@ class Options(usage.Options):
             variable = os.environ.get(LISTEN_ENVIRONMENT, "")
             self["listen"] = variable.split() or [DEFAULT_LISTEN]
         try:
+            self["drain"] = float(self["drain"])
+        except ValueError:
+            raise usage.UsageError("--drain takes a number of seconds") from None
+        if not 0 <= self["drain"] <= 25:
+            raise usage.UsageError("--drain must be between 0 and 25 seconds")
+        try:
             logs.set_level(self["log-level"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from e
@@ -81,7 +101,11 @@ def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
         from twisted.internet import reactor as default_reactor
 
         reactor = default_reactor
-    settings = Settings(listen=options["listen"], database=options["database"])
+    settings = Settings(
+        listen=options["listen"],
+        database=options["database"],
+        drain=options["drain"],
+    )
     if options["server-id"]:
         settings.server_id = options["server-id"]
     return ChatDaemon(reactor, settings)
