@@ -20,7 +20,7 @@ from twisted.python.failure import Failure
 from chat import commands, logs, telnet
 from chat.commands import Command
 from chat.db import DatabaseUnavailable
-from chat.events import Event, MessageEvent, NoticeEvent, PresenceEvent
+from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
 from chat.records import Group
 from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
 from chat.service import HISTORY_DEFAULT, ChatError, ChatService, Login, unavailable
@@ -62,6 +62,7 @@ class ChatProtocol(LineReceiver):
         self.registry = registry
         self.renderer: Renderer = TextRenderer()
         self.login: Login | None = None
+        self.delivered = DeliveryLog(0)
         self.open_target = ""
         self._telnet = telnet.TelnetFilter()
         self._discarding = False
@@ -234,6 +235,8 @@ class ChatProtocol(LineReceiver):
             return
         me = self.login.user.name
         if isinstance(event, MessageEvent):
+            if not self.delivered.first_time(event.message.id):
+                return
             self.service.saw(self.login, event.message)
             if event.message.sender == me:
                 return
@@ -297,7 +300,9 @@ class ChatProtocol(LineReceiver):
         if verb == "signup":
             login = await self.service.signup(answers["name"], answers["password"])
         else:
-            login = await self.service.login(answers["name"], answers["password"])
+            login = await self.service.login(
+                answers["name"], answers["password"], self.transport.getPeer().host
+            )
         if self._adopt(login):
             self._send(self.renderer.welcome(verb, login, id))
 
@@ -309,6 +314,7 @@ class ChatProtocol(LineReceiver):
             self.registry.spawn("logout", self.service.logout(login))
             return False
         self.login = login
+        self.delivered = DeliveryLog(login.seen_up_to)
         self._touched = self.service.clock.seconds()
         self.registry.register(login.folded, self)
         return True

@@ -8,6 +8,7 @@ the protocol renders.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -32,6 +33,7 @@ from chat.records import (
     User,
     utc_from_timestamp,
 )
+from chat.limits import LoginThrottle
 from chat.sessions import ITokens, LocalTokens
 from chat.storage import DuplicateRef, NameTaken, Store
 
@@ -142,6 +144,7 @@ class ChatService:
         self.clock = clock
         self.server_id = server_id
         self.tokens = tokens or LocalTokens(clock)
+        self.throttle = LoginThrottle(clock)
 
     def now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
@@ -166,11 +169,27 @@ class ChatService:
         self.log.info("new user {user}", user=user.name)
         return await self._start_session(user, "signup")
 
-    async def login(self, name: str, password: str) -> Login:
+    async def login(self, name: str, password: str, address: str = "") -> Login:
+        """
+        Check a password and start a session.
+
+        Failures are throttled per account and per C{address}; an unknown name
+        is checked against a decoy hash and throttled like a known one, so
+        neither the answer nor its timing tells whether the name exists.
+        """
+        keys = ("user:" + names.fold(name), "address:" + address)
+        wait = self.throttle.delay(*keys)
+        if wait > 0:
+            raise ChatError(
+                "throttled",
+                f"too many failed logins; try again in {math.ceil(wait)} s",
+            )
         found = await self.store.find_user(names.fold(name))
         stored = found[1] if found else None
         if not await self.passwords.verify(stored, password) or found is None:
+            self.throttle.failed(*keys)
             raise ChatError("bad_credentials", "wrong name or password")
+        self.throttle.succeeded(keys[0])
         return await self._start_session(found[0], "login")
 
     async def _start_session(self, user: User, kind: str) -> Login:

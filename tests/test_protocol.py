@@ -7,6 +7,7 @@ from __future__ import annotations
 from twisted.trial.unittest import TestCase
 
 from chat import telnet
+from chat.limits import FAILURE_WINDOW, FAILURES_FREE
 from tests.harness import Harness
 
 
@@ -131,8 +132,11 @@ class AccountTests(ProtocolTestCase):
         client.output()
         for line in (b"/signup erin", b"first-password", b"second-password"):
             await client.send_bytes(line + b"\r\n")
-        self.assertTrue(client.output().endswith(b"error: the passwords differ;"
-                                                 b" /signup to try again\r\n"))
+        self.assertTrue(
+            client.output().endswith(
+                b"error: the passwords differ; /signup to try again\r\n"
+            )
+        )
         self.assertIsNone(await self.harness.store.find_user("erin"))
 
     async def test_commands_need_login(self) -> None:
@@ -193,8 +197,7 @@ class TextModeMessagingTests(ProtocolTestCase):
                 "--- last 2 messages with bob ---",
                 "[2026-12-04 15:00] bob: one",
                 "[2026-12-04 15:01] bob: two",
-                "--- now talking to bob: lines without / go there;"
-                " /back to leave ---",
+                "--- now talking to bob: lines without / go there; /back to leave ---",
             ],
         )
         self.assertEqual(await alice.send("three"), ["[15:01] alice: three"])
@@ -465,3 +468,26 @@ class JsonModeTests(ProtocolTestCase):
         )
         await client.send_bytes(b"{not json\n")
         self.assertEqual(client.json()[0]["code"], "bad_request")
+
+
+class ThrottleTests(ProtocolTestCase):
+    async def test_repeated_failures_are_throttled(self) -> None:
+        """
+        After the free failures a login is refused with the wait, whether the
+        name exists or not, and the wait passes with time.
+        """
+        await self.harness.user("alice")
+        client = self.harness.connect()
+        client.output()
+        for name in ("alice", "nobody1"):
+            for _ in range(FAILURES_FREE):
+                await client.send(f"/login {name} wrong-password")
+            self.assertEqual(
+                await client.send(f"/login {name} wrong-password"),
+                ["error: wrong name or password"],
+            )
+            self.assertEqual(
+                await client.send(f"/login {name} wrong-password"),
+                ["error: too many failed logins; try again in 1 s"],
+            )
+            self.harness.clock.advance(FAILURE_WINDOW + 1)
