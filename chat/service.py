@@ -19,6 +19,7 @@ from twisted.logger import Logger
 from chat import logs, names
 from chat.db import DatabaseUnavailable
 from chat.events import Event, GroupEvent, MessageEvent, PresenceEvent
+from chat.limits import LoginThrottle
 from chat.passwords import Passwords
 from chat.presence import IPresence, Presence
 from chat.records import (
@@ -33,7 +34,6 @@ from chat.records import (
     User,
     utc_from_timestamp,
 )
-from chat.limits import LoginThrottle
 from chat.sessions import ITokens, LocalTokens
 from chat.storage import DuplicateRef, NameTaken, Store
 
