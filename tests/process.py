@@ -38,7 +38,9 @@ from tests.servers import LOCALHOST, free_port
 
 CHECKOUT = Path(__file__).resolve().parent.parent
 START_TIMEOUT_SECONDS = 30.0
-STOP_TIMEOUT_SECONDS = 15.0
+# A stopping daemon may drain its connections for up to 25 s (--drain), then
+# give them 5 s more to close.
+STOP_TIMEOUT_SECONDS = 45.0
 EXIT_TIMEOUT_SECONDS = 30.0
 REPLY_TIMEOUT_SECONDS = 10.0
 CONNECT_RETRY_SECONDS = 0.05
@@ -233,7 +235,7 @@ class DaemonProcess:
             await self.kill()
 
     async def wait_for_log(
-        self, text: str, timeout: float = STOP_TIMEOUT_SECONDS
+        self, text: str, timeout: float = REPLY_TIMEOUT_SECONDS
     ) -> None:
         """
         Wait until the current run has written C{text}.

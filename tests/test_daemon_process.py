@@ -240,9 +240,10 @@ class ChattingTests(TestCase):
 class LifecycleTests(TestCase):
     async def test_sigterm_then_restart_keeps_everything(self) -> None:
         """
-        SIGTERM shuts the daemon down in order; started again on the same
-        database it still has the accounts and history, and tells a person
-        how many messages arrived while they were away.
+        SIGTERM shuts the daemon down in order, with a notice to whoever is
+        connected; started again on the same database it still has the
+        accounts and history, and tells a person how many messages arrived
+        while they were away.
         """
         daemon = await start_daemon(self, ["--server-id", "replica-a"])
         alice = await signed_up(daemon.port, "alice")
@@ -261,6 +262,7 @@ class LifecycleTests(TestCase):
         self.assertEqual(await daemon.stop(), -signal.SIGTERM)
         self.assertIn("chat replica-a stopped", daemon.output)
         self.assertIn("Server Shut Down.", daemon.output)
+        await bob.expect("*** ")
         await bob.closed
 
         await daemon.start()
