@@ -7,13 +7,27 @@ messages and groups in dictionaries.  Where the contract leaves a rule open
 the fake picks a simple one: any member may invite, only admins may remove or
 change privacy, and signing up also logs in.
 
-Run C{python -m tests.fakeserver PORT} to try the client against it by hand.
+Sessions follow the contract's last section: login and signup hand out a
+token, C{ping} answers C{pong}, C{resume} rotates the token, takes over an
+older connection of the same person and replays the messages after
+C{last_id}, and a C{msg} whose C{ref} was seen before is not stored again.
+The open rules here: a person has one live token at a time, a resume replays
+the messages addressed to the person but not those the person sent, and
+C{ping} is answered before login too.  One L{FakeChatState} plays the shared
+database and each L{FakeChatFactory} one replica in front of it, so tests can
+drop every connection of a replica, or announce its maintenance, on demand.
+
+Run C{python -m tests.fakeserver PORT [PORT ...]} to try the client against
+it by hand: one replica per port; SIGUSR1 announces maintenance on all of
+them and SIGUSR2 drops every connection.
 """
 
 from __future__ import annotations
 
 import json
 import re
+import secrets
+import signal
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +44,9 @@ BANNER = ["Fake chat server for tests.", "Send /mode json to talk JSON."]
 NAME = re.compile(r"[A-Za-z0-9_.-]{1,32}")
 HISTORY_LIMIT = 50
 BROADCAST = "*"
+TOKEN_IDLE_SECONDS = 600.0
+MAINTENANCE_TEXT = "SERVER MAINTENANCE: reconnecting in a few seconds"
+GAP_TEXT = "Some messages from while you were away could not be replayed."
 
 
 class Refusal(Exception):
@@ -61,22 +78,89 @@ class FakeGroup:
         }
 
 
+@dataclass
+class FakeToken:
+    user: str
+    last_active: float
+
+
 class FakeChatState:
     """
     Everything the fake server knows, shared by all its connections.
+
+    @ivar replay_limit: the most messages a resume replays; beyond it the
+        resume reports a gap.  None for no limit.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
         self.clock = clock
         self.passwords: dict[str, str] = {}
         self.online: dict[str, FakeChatProtocol] = {}
+        self.connections: set[FakeChatProtocol] = set()
         self.messages: list[JsonObject] = []
         self.groups: dict[str, FakeGroup] = {}
         self.away: dict[str, dict[str, int]] = {}
+        self.tokens: dict[str, FakeToken] = {}
+        self.refs: dict[tuple[str, str], JsonObject] = {}
+        self.replay_limit: int | None = None
 
     def add_user(self, name: str, password: str) -> None:
         self.passwords[name] = password
         self.away[name] = {"private": 0, "group": 0, "broadcast": 0}
+
+    def issue_token(self, user: str) -> str:
+        """
+        A fresh token for C{user}; any older one of theirs stops working.
+        """
+        self.revoke(user)
+        token = secrets.token_urlsafe(32)
+        self.tokens[token] = FakeToken(user, self.clock.seconds())
+        return token
+
+    def token_user(self, token: str) -> str | None:
+        """
+        Whose session C{token} carries, if it is known and not expired.
+        """
+        held = self.tokens.get(token)
+        if held is None:
+            return None
+        if self.clock.seconds() - held.last_active > TOKEN_IDLE_SECONDS:
+            del self.tokens[token]
+            return None
+        return held.user
+
+    def touch(self, user: str) -> None:
+        """
+        C{user} did something: their token stays valid a while longer.
+        """
+        for held in self.tokens.values():
+            if held.user == user:
+                held.last_active = self.clock.seconds()
+
+    def revoke(self, user: str) -> None:
+        for token in [t for t, held in self.tokens.items() if held.user == user]:
+            del self.tokens[token]
+
+    def missed(self, user: str, last_id: int) -> list[JsonObject]:
+        """
+        The messages for C{user} after C{last_id}, oldest first.
+        """
+        found = []
+        for message in self.messages:
+            if message["id"] <= last_id or message["from"] == user:
+                continue
+            to = message["to"]
+            group = self.groups.get(to[1:]) if to.startswith("#") else None
+            if to in (user, BROADCAST) or group is not None and user in group.roles:
+                found.append(message)
+        return found
+
+    def drop_all(self) -> None:
+        """
+        Cut every connection at once, as a crashing server would.
+        """
+        for connection in list(self.connections):
+            connection.transport.abortConnection()
 
     def now(self) -> str:
         moment = datetime.fromtimestamp(self.clock.seconds(), UTC)
@@ -144,23 +228,50 @@ class FakeChatProtocol(LineReceiver):
 
     delimiter = b"\n"
 
-    def __init__(self, state: FakeChatState) -> None:
+    def __init__(
+        self, state: FakeChatState, replica: FakeChatFactory | None = None
+    ) -> None:
         self.state = state
+        self.replica = replica
         self.user: str | None = None
         self.json_mode = False
+        self.silent = False
         self.received: list[JsonObject] = []
+        self._after_reply: list[JsonObject] = []
 
     def connectionMade(self) -> None:
+        self.state.connections.add(self)
+        if self.replica is not None:
+            self.replica.connections.add(self)
         for line in BANNER:
             self.sendLine(line.encode("utf-8"))
 
     def connectionLost(self, reason: object = None) -> None:
+        self.state.connections.discard(self)
+        if self.replica is not None:
+            self.replica.connections.discard(self)
         if self.user is not None and self.state.online.get(self.user) is self:
             del self.state.online[self.user]
             self._announce(online=False)
 
     def send(self, obj: JsonObject) -> None:
-        self.sendLine(json.dumps(obj).encode("utf-8"))
+        if not self.silent:
+            self.sendLine(json.dumps(obj).encode("utf-8"))
+
+    def go_silent(self) -> None:
+        """
+        Stop answering anything while the connection stays open, as a link
+        does when the network in between dies quietly.
+        """
+        self.silent = True
+
+    def replaced(self) -> None:
+        """
+        A resume elsewhere took this session over: say so and hang up.
+        """
+        self.user = None
+        self.send({"type": "notice", "code": "replaced", "text": "resumed elsewhere"})
+        self.transport.loseConnection()
 
     def _refuse(self, code: str, message: str) -> None:
         self.send({"type": "error", "code": code, "message": message})
@@ -193,6 +304,9 @@ class FakeChatProtocol(LineReceiver):
         if "id" in command:
             reply["id"] = command["id"]
         self.send(reply)
+        after, self._after_reply = self._after_reply, []
+        for event in after:
+            self.send(event)
         if reply["type"] == "bye":
             self.transport.loseConnection()
 
@@ -204,6 +318,8 @@ class FakeChatProtocol(LineReceiver):
                 raise Refusal("unknown_command", f"unknown command {name!r}")
             if self.user is None and name not in BEFORE_LOGIN:
                 raise Refusal("not_logged_in", "log in first")
+            if self.user is not None:
+                self.state.touch(self.user)
             return handler(self, command)
         except Refusal as refusal:
             return {"type": "error", "code": refusal.code, "message": refusal.message}
@@ -220,7 +336,8 @@ class FakeChatProtocol(LineReceiver):
         away = self.state.away[name]
         self.state.away[name] = {"private": 0, "group": 0, "broadcast": 0}
         self._announce(online=True)
-        return {"type": "ok", "cmd": cmd, "user": name, "away": away}
+        token = self.state.issue_token(name)
+        return {"type": "ok", "cmd": cmd, "user": name, "away": away, "token": token}
 
     def me(self) -> str:
         assert self.user is not None
@@ -251,11 +368,55 @@ class FakeChatProtocol(LineReceiver):
             raise Refusal("already_online", f"{name} is logged in elsewhere")
         return self._logged_in("login", name)
 
+    def ping(self, command: JsonObject) -> JsonObject:
+        return {"type": "pong"}
+
+    def resume(self, command: JsonObject) -> JsonObject:
+        if self.user is not None:
+            raise Refusal("already_logged_in", "you are logged in")
+        token, last_id = _text(command, "token"), command.get("last_id", 0)
+        if not isinstance(last_id, int) or isinstance(last_id, bool) or last_id < 0:
+            raise Refusal("bad_request", "last_id must be a message id")
+        user = self.state.token_user(token)
+        if user is None:
+            raise Refusal("bad_token", "this session has expired; log in again")
+
+        older = self.state.online.get(user)
+        self.user = user
+        self.state.online[user] = self
+        if older is not None:
+            older.replaced()
+        else:
+            self._announce(online=True)
+        self.state.away[user] = {"private": 0, "group": 0, "broadcast": 0}
+
+        missed = self.state.missed(user, last_id)
+        limit = self.state.replay_limit
+        gap = limit is not None and len(missed) > limit
+        if gap:
+            missed = missed[len(missed) - limit :] if limit else []
+            self._after_reply.append({"type": "notice", "text": GAP_TEXT})
+        self._after_reply += [{"type": "message", "message": m} for m in missed]
+        return {
+            "type": "ok",
+            "cmd": "resume",
+            "user": user,
+            "token": self.state.issue_token(user),
+            "missed": len(missed),
+            "gap": gap,
+        }
+
     def msg(self, command: JsonObject) -> JsonObject:
         target, text = _text(command, "target"), _text(command, "text")
         if not text:
             raise Refusal("bad_request", "empty message")
         me = self.me()
+        ref = command.get("ref")
+        if ref is not None and not isinstance(ref, str):
+            raise Refusal("bad_request", "ref must be a string")
+        if ref is not None and (me, ref) in self.state.refs:
+            original = self.state.refs[(me, ref)]
+            return {"type": "sent", "message": original, "duplicate": True}
         if target == BROADCAST:
             recipients = list(self.state.passwords)
             message = self.state.deliver("broadcast", me, target, recipients, text)
@@ -265,6 +426,8 @@ class FakeChatProtocol(LineReceiver):
         else:
             user = self.state.user(target)
             message = self.state.deliver("private", me, user, [user], text)
+        if ref is not None:
+            self.state.refs[(me, ref)] = message
         return {"type": "sent", "message": message}
 
     def history(self, command: JsonObject) -> JsonObject:
@@ -387,6 +550,8 @@ class FakeChatProtocol(LineReceiver):
         return {"type": "help", "text": "commands: " + ", ".join(sorted(COMMANDS))}
 
     def quit(self, command: JsonObject) -> JsonObject:
+        if self.user is not None:
+            self.state.revoke(self.user)
         return {"type": "bye"}
 
     def _member_of(self, name: str) -> FakeGroup:
@@ -402,27 +567,58 @@ class FakeChatProtocol(LineReceiver):
         return group
 
 
-BEFORE_LOGIN = {"signup", "login", "help", "quit"}
+BEFORE_LOGIN = {"signup", "login", "resume", "ping", "help", "quit"}
 COMMANDS: dict[str, Handler] = {
     name: getattr(FakeChatProtocol, name)
     for name in (
         "signup login msg history open who users groups groups_all group_create"
         " group_invite group_remove group_join group_leave group_members"
-        " group_private help quit"
+        " group_private help quit ping resume"
     ).split()
 }
 
 
 class FakeChatFactory(Factory):
     """
-    Builds connections that share one L{FakeChatState}.
+    One replica: builds connections that share one L{FakeChatState}.
     """
 
     def __init__(self, state: FakeChatState) -> None:
         self.state = state
+        self.connections: set[FakeChatProtocol] = set()
 
     def buildProtocol(self, addr: object) -> FakeChatProtocol:
-        return FakeChatProtocol(self.state)
+        return FakeChatProtocol(self.state, self)
+
+    def drop_all(self) -> None:
+        """
+        Cut every connection of this replica at once.
+        """
+        for connection in list(self.connections):
+            connection.transport.abortConnection()
+
+    def announce_maintenance(
+        self, retry_after: float | None = 2, close_after: float = 2.0
+    ) -> None:
+        """
+        Warn this replica's connections, then close them C{close_after} later.
+        """
+        notice: JsonObject = {
+            "type": "notice",
+            "code": "maintenance",
+            "text": MAINTENANCE_TEXT,
+        }
+        if retry_after is not None:
+            notice["retry_after"] = retry_after
+        leaving = list(self.connections)
+        for connection in leaving:
+            connection.send(notice)
+
+        def close() -> None:
+            for connection in leaving:
+                connection.transport.loseConnection()
+
+        self.state.clock.callLater(close_after, close)
 
 
 def main(argv: list[str]) -> None:
@@ -431,10 +627,20 @@ def main(argv: list[str]) -> None:
     state = FakeChatState(reactor)
     for name in ("alice", "bob", "carol"):
         state.add_user(name, "secret")
-    wanted = int(argv[1]) if len(argv) > 1 else 0
-    port = reactor.listenTCP(wanted, FakeChatFactory(state), interface="127.0.0.1")
-    address = f"127.0.0.1:{port.getHost().port}"
-    print(f"fake chat server on {address}; users alice, bob, carol, password secret")
+    replicas = []
+    for wanted in [int(arg) for arg in argv[1:]] or [0]:
+        replica = FakeChatFactory(state)
+        port = reactor.listenTCP(wanted, replica, interface="127.0.0.1")
+        replicas.append(replica)
+        print(f"fake chat server on 127.0.0.1:{port.getHost().port}")
+    print("users alice, bob, carol, password secret")
+
+    def maintenance(signum: int, frame: object) -> None:
+        for replica in replicas:
+            reactor.callFromThread(replica.announce_maintenance)
+
+    signal.signal(signal.SIGUSR1, maintenance)
+    signal.signal(signal.SIGUSR2, lambda *_: reactor.callFromThread(state.drop_all))
     reactor.run()
 
 
