@@ -4,16 +4,18 @@ The wire side of the client: JSON lines, request ids and replies.
 The protocol switches the server into JSON mode, numbers every command it
 sends and fires the matching L{Deferred} when the reply with that id comes
 back.  Everything else the server pushes is handed to a listener as an event.
-Nothing here knows about screens, so reconnecting and resuming a session can
-be added at this layer without touching the user interface.
+Nothing here knows about screens; reconnecting and resuming a session is the
+job of L{client.session}, one layer up.
 """
 
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet.defer import Deferred, fail
+from twisted.internet.error import ConnectionAborted
 from twisted.internet.protocol import connectionDone
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
@@ -57,11 +59,29 @@ class ConnectionListener(Protocol):
         """
 
 
+class Requester(Protocol):
+    """
+    Whatever sends commands and hands back their replies.
+    """
+
+    def request(self, cmd: str, **fields: Any) -> Deferred[JsonObject]:
+        """
+        Send C{cmd} with C{fields}; fire with the reply or fail with the error.
+        """
+
+    def close(self) -> None:
+        """
+        Drop the connection without saying goodbye.
+        """
+
+
 class JsonLineProtocol(LineReceiver):
     """
     One connection to the chat server in JSON mode.
 
     @ivar ready: fires once the server has confirmed JSON mode.
+    @ivar on_line: called for every line received, whatever it holds, so a
+        watcher can tell a live connection from a silent one.
     """
 
     delimiter = b"\n"
@@ -75,6 +95,7 @@ class JsonLineProtocol(LineReceiver):
         self._json_mode = False
         self._closed = False
         self.ready: Deferred[None] = Deferred()
+        self.on_line: Callable[[], None] = lambda: None
 
     def connectionMade(self) -> None:
         self.sendLine(b"/mode json")
@@ -109,7 +130,17 @@ class JsonLineProtocol(LineReceiver):
         if self.transport is not None:
             self.transport.loseConnection()
 
+    def abort(self) -> None:
+        """
+        Give up on a connection that went silent: drop it at once and fail
+        the waiting requests now rather than when the transport notices.
+        """
+        if self.transport is not None:
+            self.transport.abortConnection()
+        self.connectionLost(Failure(ConnectionAborted("the server went silent")))
+
     def lineReceived(self, line: bytes) -> None:
+        self.on_line()
         text = line.rstrip(b"\r").decode("utf-8", errors="replace")
         obj = self._parse(text)
         if not self._json_mode:
@@ -125,6 +156,9 @@ class JsonLineProtocol(LineReceiver):
         self.log.warn("ignored a server line over {limit} bytes", limit=self.MAX_LENGTH)
 
     def connectionLost(self, reason: Failure = connectionDone) -> None:
+        if self._closed:
+            # An aborted connection is reported once, when it was aborted.
+            return
         self._closed = True
         pending, self._pending = self._pending, {}
         for reply in pending.values():

@@ -235,3 +235,29 @@ class JsonLineProtocolTests(SynchronousTestCase):
         self.protocol.connectionLost(Failure(ConnectionLost()))
 
         self.failureResultOf(ready, ConnectionClosed)
+
+    def test_abort(self) -> None:
+        """
+        Aborting drops the transport and fails waiting requests at once; the
+        transport's own report of the loss later is not passed on again.
+        """
+        self.enter_json_mode()
+        pending = self.protocol.request("who")
+
+        self.protocol.abort()
+
+        self.assertTrue(self.transport.disconnecting)
+        self.failureResultOf(pending, ConnectionClosed)
+        self.protocol.connectionLost(Failure(ConnectionLost()))
+        self.assertEqual(len(self.listener.lost), 1)
+
+    def test_every_line_reported(self) -> None:
+        """
+        Every line received, even one that is skipped, is reported as life.
+        """
+        heard: list[None] = []
+        self.protocol.on_line = lambda: heard.append(None)
+
+        self.receive(b"banner", {"type": "mode", "mode": "json"}, b"junk")
+
+        self.assertEqual(len(heard), 3)
