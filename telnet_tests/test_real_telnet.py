@@ -62,13 +62,12 @@ class RealTelnetTests(TestCase):
         session = self.start_telnet()
         await session.expect("Connected to")
         await session.expect("/help lists every command.")
+        session.type("/signup\r")
         for prompt, answer in [
             ("Name: ", name),
             ("Password: ", PASSWORDS[name]),
             ("Password again: ", PASSWORDS[name]),
         ]:
-            if prompt == "Name: ":
-                session.type("/signup\r")
             await session.expect(prompt)
             session.type(answer + "\r")
         await session.expect(f"Welcome, {name}! Your account is ready.")
