@@ -129,7 +129,7 @@ class DaemonProcess:
         self.args = list(args)
         self.env = dict(env or {})
         self.listen = listen
-        self.directory = directory or Path(tempfile.mkdtemp(prefix="chat-daemon-"))
+        self.directory = directory or Path(tempfile.mkdtemp(prefix="chat-twistd-"))
         self.port = port or free_port()
         self.log_path = self.directory / "twistd.log"
         self.returncode: int | None = None
