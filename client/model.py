@@ -182,7 +182,12 @@ class GroupEvent:
 
 @dataclass(frozen=True)
 class NoticeEvent:
+    """
+    A notice from the server; C{code} is empty unless the server gave one.
+    """
+
     text: str
+    code: str = ""
 
 
 Event = MessageEvent | PresenceEvent | GroupEvent | NoticeEvent
@@ -213,5 +218,9 @@ def parse_event(obj: JsonObject) -> Event | None:
             by=_optional(obj, "by", str, ""),
         )
     if kind == "notice":
-        return NoticeEvent(_field(obj, "text", str))
+        code = _optional(obj, "code", str, "")
+        text = _optional(obj, "text", str, "")
+        if not (code or text):
+            raise MalformedData("a notice should have a text or a code")
+        return NoticeEvent(text, code)
     return None

@@ -93,7 +93,7 @@ def event_line(
         return f"-- {clean(event.user)} is now {state}"
     if isinstance(event, GroupEvent):
         return _group_event_line(event)
-    return f"** SERVER: {clean(event.text)}"
+    return f"** SERVER: {clean(event.text or event.code)}"
 
 
 def _group_event_line(event: GroupEvent) -> str:
@@ -123,3 +123,18 @@ def away_line(away: Away) -> str | None:
         if count
     ]
     return f"{away.total} {noun} arrived while you were away ({', '.join(parts)})."
+
+
+def interrupted_line(delay: float) -> str:
+    """
+    The status shown while there is no connection.
+    """
+    return f"connection lost; reconnecting in {max(round(delay), 1)} s..."
+
+
+def reconnected_line(missed: int) -> str:
+    """
+    The status shown once the session has resumed.
+    """
+    noun = "message" if missed == 1 else "messages"
+    return f"reconnected; {missed} {noun} arrived while you were away"

@@ -69,6 +69,33 @@ class LineEditor:
         self._write(erase + self._visible())
         return self._reader
 
+    def interject(self, prompt: str, hidden: bool = False) -> Deferred[str]:
+        """
+        Ask C{prompt} now, ahead of the line being read, if any.
+
+        The prompt being answered and its partial input are set aside and
+        come back unchanged once this line is entered or cancelled.  Lines
+        typed ahead are left for whoever reads next.
+        """
+        set_aside = (self._reader, self._prompt, self._hidden, self._keep)
+        buffer = self._buffer
+        erase = self._erase()
+        self._buffer = []
+        self._prompt, self._hidden, self._keep = prompt, hidden, True
+        reader: Deferred[str] = Deferred(canceller=self._cancel_read)
+        self._reader = reader
+        self._write(erase + self._visible())
+
+        def restore(result: object) -> object:
+            erase = self._erase()
+            self._reader, self._prompt, self._hidden, self._keep = set_aside
+            self._buffer = buffer
+            self._write(erase + self._visible())
+            return result
+
+        reader.addBoth(restore)
+        return reader
+
     def show(self, text: str) -> None:
         """
         Print a line of output above the input line.

@@ -7,12 +7,20 @@ from __future__ import annotations
 from collections.abc import Callable
 from datetime import tzinfo
 
+from twisted.internet.defer import Deferred
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from client.connection import JsonObject
-from client.model import MalformedData, Message, parse_event
-from client.render import event_line, message_line
+from client.model import Away, MalformedData, Message, parse_event
+from client.render import (
+    away_line,
+    clean,
+    event_line,
+    interrupted_line,
+    message_line,
+    reconnected_line,
+)
 from client.terminal import LineEditor
 
 QUIT_WORD = "bye"
@@ -26,12 +34,14 @@ class Quit(Exception):
 
 class ConsoleUi:
     """
-    Prompts and output on a L{LineEditor}; listens to the connection.
+    Prompts and output on a L{LineEditor}; listens to the connection or to
+    the session that reconnects it.
 
     @ivar me: the name of the logged-in user, empty before login.
     @ivar open_target: the conversation on screen, if any; its messages are
         shown in full, all others as one-line notifications.
-    @ivar on_disconnect: called when the connection to the server ends.
+    @ivar on_disconnect: called when a single connection to the server ends.
+    @ivar offline: whether the session is waiting to reconnect.
     """
 
     log = Logger()
@@ -41,6 +51,7 @@ class ConsoleUi:
         self.me = ""
         self.open_target: str | None = None
         self.on_disconnect: Callable[[], None] = lambda: None
+        self.offline = False
         self._tz = tz
 
     def say(self, text: str) -> None:
@@ -78,3 +89,24 @@ class ConsoleUi:
 
     def connection_lost(self, reason: Failure) -> None:
         self.on_disconnect()
+
+    def connection_interrupted(self, delay: float) -> None:
+        self.offline = True
+        self.editor.show(interrupted_line(delay))
+
+    def reconnected(self, missed: int) -> None:
+        self.offline = False
+        self.editor.show(reconnected_line(missed))
+
+    def logged_in_again(self, away: Away) -> None:
+        self.offline = False
+        self.editor.show(f"reconnected and logged in again as {clean(self.me)}.")
+        summary = away_line(away)
+        if summary is not None:
+            self.editor.show(summary)
+
+    def ask_password(self, user: str) -> Deferred[str]:
+        self.editor.show(
+            f"The server no longer knows this session; log in again as {clean(user)}."
+        )
+        return self.editor.interject("Password: ", hidden=True)

@@ -19,7 +19,15 @@ from client.model import (
     PresenceEvent,
     parse_event,
 )
-from client.render import away_line, clean, clock, event_line, message_line
+from client.render import (
+    away_line,
+    clean,
+    clock,
+    event_line,
+    interrupted_line,
+    message_line,
+    reconnected_line,
+)
 
 PARIS_WINTER = timezone(timedelta(hours=1))
 
@@ -159,3 +167,34 @@ class ParseTests(SynchronousTestCase):
             {"type": "notice"},
         ):
             self.assertRaises(MalformedData, parse_event, event)
+
+    def test_notice_with_code(self) -> None:
+        """
+        A notice keeps its code, and one with only a code still shows.
+        """
+        maintenance = {"type": "notice", "code": "maintenance", "text": "going down"}
+        self.assertEqual(
+            parse_event(maintenance), NoticeEvent("going down", "maintenance")
+        )
+        replaced = parse_event({"type": "notice", "code": "replaced"})
+        self.assertEqual(replaced, NoticeEvent("", "replaced"))
+        assert replaced is not None
+        self.assertEqual(event_line(replaced, "me", None), "** SERVER: replaced")
+
+    def test_connection_status_lines(self) -> None:
+        """
+        The offline status names the wait in whole seconds, at least one;
+        the reconnected line counts the missed messages.
+        """
+        self.assertEqual(
+            interrupted_line(1.7), "connection lost; reconnecting in 2 s..."
+        )
+        self.assertEqual(
+            interrupted_line(0.2), "connection lost; reconnecting in 1 s..."
+        )
+        self.assertEqual(
+            reconnected_line(3), "reconnected; 3 messages arrived while you were away"
+        )
+        self.assertEqual(
+            reconnected_line(1), "reconnected; 1 message arrived while you were away"
+        )

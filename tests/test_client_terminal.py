@@ -221,3 +221,50 @@ class LineEditorTests(SynchronousTestCase):
         line = self.editor.read_line("> ")
         self.editor.feed(b"a\x07b\x00c\tz\r")
         self.assertEqual(self.successResultOf(line), "abcz")
+
+    def test_interject_sets_line_aside(self) -> None:
+        """
+        An interjected hidden prompt takes the keys, then the prompt it
+        interrupted comes back with its partial input unchanged.
+        """
+        line = self.editor.read_line("[broadcast] > ", keep=False)
+        self.editor.feed(b"half typed")
+
+        password = self.editor.interject("Password: ", hidden=True)
+        self.assertEqual(self.screen.lines, ["Password:"])
+        self.editor.feed(b"s3cret\r")
+
+        self.assertEqual(self.successResultOf(password), "s3cret")
+        self.assertNoResult(line)
+        self.assertEqual(self.screen.lines, ["Password:", "[broadcast] > half typed"])
+        self.assertNotIn("s3cret", self.screen.written)
+        self.editor.feed(b" line\r")
+        self.assertEqual(self.successResultOf(line), "half typed line")
+
+    def test_interject_cancelled(self) -> None:
+        """
+        Cancelling an interjected prompt also brings the earlier one back.
+        """
+        line = self.editor.read_line("> ")
+        self.editor.feed(b"abc")
+        password = self.editor.interject("Password: ", hidden=True)
+        self.editor.feed(b"xy")
+
+        password.cancel()
+
+        self.failureResultOf(password)
+        self.assertEqual(self.screen.lines, ["> abc"])
+        self.editor.feed(b"\r")
+        self.assertEqual(self.successResultOf(line), "abc")
+
+    def test_interject_leaves_typed_ahead(self) -> None:
+        """
+        Lines typed ahead stay for the next reader, not the interjection.
+        """
+        self.editor.feed(b"queued\r")
+        password = self.editor.interject("Password: ", hidden=True)
+        self.assertNoResult(password)
+        self.editor.feed(b"pw\r")
+
+        self.assertEqual(self.successResultOf(password), "pw")
+        self.assertEqual(self.successResultOf(self.editor.read_line("> ")), "queued")
