@@ -1,12 +1,14 @@
 """
-The chat commands as typed calls over a L{JsonLineProtocol}.
+The chat commands as typed calls over a connection or a reconnecting session.
 """
 
 from __future__ import annotations
 
+import uuid
+from collections.abc import Callable
 from typing import Any
 
-from client.connection import JsonLineProtocol, JsonObject
+from client.connection import JsonObject, Requester
 from client.model import Away, Contact, Group, MalformedData, Member, Message
 
 HISTORY_LIMIT = 50
@@ -31,8 +33,13 @@ class ChatApi:
     One user's commands; each call waits for the server's reply.
     """
 
-    def __init__(self, protocol: JsonLineProtocol) -> None:
+    def __init__(
+        self,
+        protocol: Requester,
+        new_ref: Callable[[], str] = lambda: str(uuid.uuid4()),
+    ) -> None:
         self._protocol = protocol
+        self._new_ref = new_ref
 
     async def _call(self, cmd: str, **fields: Any) -> JsonObject:
         return await self._protocol.request(cmd, **fields)
@@ -52,7 +59,10 @@ class ChatApi:
         return _logged_in(reply, name)
 
     async def send(self, target: str, text: str) -> Message:
-        reply = await self._call("msg", target=target, text=text)
+        """
+        Send a message under a fresh C{ref}, so a resend is stored only once.
+        """
+        reply = await self._call("msg", target=target, text=text, ref=self._new_ref())
         return Message.from_json(reply.get("message"))
 
     async def history(self, target: str, limit: int = HISTORY_LIMIT) -> list[Message]:

@@ -9,8 +9,9 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from client.api import ChatApi
-from client.connection import ServerError
-from client.model import BROADCAST, GROUP_PREFIX
+from client.background import spawn
+from client.connection import ConnectionClosed, ServerError
+from client.model import BROADCAST, GROUP_PREFIX, MalformedData
 from client.render import clean, conversation_title
 from client.ui import ConsoleUi
 
@@ -83,9 +84,26 @@ class Conversation:
                     if await self._command(self._group, line[1:]):
                         return
                 else:
-                    self._ui.show_message(await self._api.send(self._target, line))
+                    self._send_in_background(line)
             except ServerError as e:
                 self._ui.say(f"!! {clean(e.message)}")
+
+    def _send_in_background(self, line: str) -> None:
+        # The prompt comes back at once, so lines typed while the connection
+        # is down wait in the session, in order, instead of in the keyboard.
+        if self._ui.offline:
+            self._ui.say(f"(queued until reconnected) {clean(line)}")
+        spawn("sending a message", self._send(line))
+
+    async def _send(self, line: str) -> None:
+        try:
+            self._ui.show_message(await self._api.send(self._target, line))
+        except ServerError as e:
+            self._ui.say(f"!! {clean(e.message)}")
+        except MalformedData:
+            self._ui.say("!! The server sent a reply this client cannot read.")
+        except ConnectionClosed:
+            self._ui.say(f"!! not sent: {clean(line)}")
 
     async def _command(self, group: str, line: str) -> bool:
         name, _, argument = line.partition(" ")

@@ -8,58 +8,69 @@ import argparse
 from collections.abc import Sequence
 
 from twisted.internet.defer import CancelledError, Deferred
-from twisted.internet.endpoints import HostnameEndpoint, connectProtocol
 from twisted.internet.interfaces import IReactorTime
 from twisted.internet.task import react
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from client.api import ChatApi
-from client.connection import ConnectionClosed, JsonLineProtocol
+from client.connection import ConnectionClosed
 from client.console import Console, TerminalModes
 from client.render import clean
 from client.screens import Screens
+from client.session import Address, Connector, Session, tcp_connector
 from client.ui import ConsoleUi, Quit
 
-CONNECT_TIMEOUT_SECONDS = 10.0
-MODE_TIMEOUT_SECONDS = 10.0
 QUIT_TIMEOUT_SECONDS = 2.0
 
 log = Logger()
 
 
+def parse_address(text: str) -> Address:
+    """
+    C{HOST:PORT}, with an IPv6 host in brackets: C{[::1]:4000}.
+    """
+    host, colon, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not (colon and host and port.isdigit() and 0 < int(port) < 65536):
+        raise argparse.ArgumentTypeError(f"expected HOST:PORT, not {text!r}")
+    return Address(host, int(port))
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
-        prog="chat-client", description="Talk to a chat server from a terminal."
+        prog="chat-client",
+        description="Talk to a chat server from a terminal.",
+        epilog="When the connection drops, the client reconnects to the same"
+        " server or the next of the given ones and resumes the session.",
     )
     parser.add_argument("host", help="name or address of the chat server")
     parser.add_argument("port", type=int, help="its TCP port")
+    parser.add_argument(
+        "more",
+        nargs="*",
+        type=parse_address,
+        metavar="HOST:PORT",
+        help="other servers of the same chat service, tried in turn",
+    )
     parser.add_argument("--log-file", help="append diagnostic logs to this file")
-    return parser.parse_args(argv)
+    options = parser.parse_args(argv)
+    options.addresses = [Address(options.host, options.port), *options.more]
+    return options
 
 
-async def connect(
-    reactor: IReactorTime, host: str, port: int, ui: ConsoleUi
-) -> ChatApi:
-    """
-    Connect and switch the server to JSON mode.
-    """
-    endpoint = HostnameEndpoint(reactor, host, port, timeout=CONNECT_TIMEOUT_SECONDS)
-    protocol = JsonLineProtocol(ui)
-    await connectProtocol(endpoint, protocol)
-    try:
-        await protocol.ready.addTimeout(MODE_TIMEOUT_SECONDS, reactor)
-    except Exception:
-        protocol.close()
-        raise
-    return ChatApi(protocol)
-
-
-async def session(reactor: IReactorTime, host: str, port: int, ui: ConsoleUi) -> int:
+async def session(
+    reactor: IReactorTime,
+    addresses: Sequence[Address],
+    ui: ConsoleUi,
+    connect: Connector | None = None,
+) -> int:
     """
     Run the whole session; the result is the exit status.
     """
-    ui.say(f"Connecting to {clean(host)}:{port} ...")
-    connecting = Deferred.fromCoroutine(connect(reactor, host, port, ui))
+    chat = Session(reactor, connect or tcp_connector(reactor), addresses, ui)
+    ui.say(f"Connecting to {clean(str(addresses[0]))} ...")
+    connecting = Deferred.fromCoroutine(chat.start())
     interrupted = False
 
     def interrupt() -> None:
@@ -69,22 +80,24 @@ async def session(reactor: IReactorTime, host: str, port: int, ui: ConsoleUi) ->
 
     ui.editor.on_interrupt = interrupt
     try:
-        api = await connecting
+        await connecting
     except Exception as e:
         # Cancelling a name lookup surfaces as a lookup error, not a cancel.
         if not interrupted:
-            ui.say(f"Cannot connect to {clean(host)}:{port}: {clean(str(e))}")
+            tried = " or ".join(str(address) for address in addresses)
+            ui.say(f"Cannot connect to {clean(tried)}: {clean(str(e))}")
         return 1
 
-    lost = False
+    api = ChatApi(chat)
+    gave_up: list[str] = []
     screens = Deferred.fromCoroutine(Screens(api, ui).run())
 
-    def disconnected() -> None:
-        nonlocal lost
-        lost = True
-        screens.cancel()
+    def ended(reason: str | None) -> None:
+        if reason is not None:
+            gave_up.append(reason)
+            screens.cancel()
 
-    ui.on_disconnect = disconnected
+    chat.ended.addCallback(ended)
     ui.editor.on_interrupt = screens.cancel
     try:
         await screens
@@ -94,9 +107,8 @@ async def session(reactor: IReactorTime, host: str, port: int, ui: ConsoleUi) ->
         log.failure("the client stopped on an unexpected error")
         ui.say(f"!! The client stopped on an unexpected error: {clean(repr(e))}")
 
-    ui.on_disconnect = lambda: None
-    if lost:
-        ui.say("The connection to the server was lost.")
+    if gave_up:
+        ui.say(clean(gave_up[0]))
         return 1
     await log_out(reactor, api, ui)
     ui.say("Goodbye.")
@@ -125,7 +137,7 @@ async def run(
     console = Console(reactor)
     modes.make_raw()
     ui = ConsoleUi(console.editor)
-    status = await session(reactor, options.host, options.port, ui)
+    status = await session(reactor, options.addresses, ui)
     await console.close()
     if status:
         raise SystemExit(status)
@@ -133,7 +145,7 @@ async def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
-    The C{chat-client HOST PORT} command.
+    The C{chat-client HOST PORT [HOST:PORT ...]} command.
     """
     options = parse_args(argv)
     if options.log_file:
