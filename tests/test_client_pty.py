@@ -6,6 +6,10 @@ as C{python -m client} in a child process whose terminal is a pty, so its raw
 mode, prompts and redrawing are exercised as a person would see them.  A
 second user, bob, talks to the server through the client's own connection
 classes, so replacing the fake by the real server only changes the listener.
+
+The reconnection tests restart the fake on the same port (its state, like a
+real server's database, survives) or announce maintenance on one replica of
+two, and watch the client come back by itself with the conversation intact.
 """
 
 from __future__ import annotations
@@ -18,6 +22,7 @@ from twisted.internet import reactor
 from twisted.internet.defer import Deferred
 from twisted.internet.endpoints import TCP4ClientEndpoint, connectProtocol
 from twisted.internet.error import ProcessDone, ProcessTerminated
+from twisted.internet.interfaces import IListeningPort
 from twisted.internet.protocol import ProcessProtocol
 from twisted.python.failure import Failure
 from twisted.trial.unittest import TestCase
@@ -107,12 +112,18 @@ class ClientInPtyTests(TestCase):
         self.state = FakeChatState(reactor)
         for name in ("alice", "bob"):
             self.state.add_user(name, "secret")
-        self.port = reactor.listenTCP(
-            0, FakeChatFactory(self.state), interface="127.0.0.1"
-        )
-        self.addCleanup(self.port.stopListening)
+        self.replica = FakeChatFactory(self.state)
+        self.port = self.listen(self.replica)
 
-    def start_client(self) -> ClientInPty:
+    def listen(self, replica: FakeChatFactory, port: int = 0) -> IListeningPort:
+        """
+        Serve C{replica} on 127.0.0.1 until the test ends.
+        """
+        listening = reactor.listenTCP(port, replica, interface="127.0.0.1")
+        self.addCleanup(listening.stopListening)
+        return listening
+
+    def start_client(self, *more: str) -> ClientInPty:
         client = ClientInPty()
         env = {
             **os.environ,
@@ -126,7 +137,7 @@ class ClientInPtyTests(TestCase):
         process = reactor.spawnProcess(
             client,
             sys.executable,
-            [sys.executable, "-m", "client", "127.0.0.1", port],
+            [sys.executable, "-m", "client", "127.0.0.1", port, *more],
             env=env,
             path=str(CHECKOUT),
             usePTY=True,
@@ -140,9 +151,10 @@ class ClientInPtyTests(TestCase):
         self.addCleanup(lambda: Deferred.fromCoroutine(stop()))
         return client
 
-    async def bob_says(self, text: str) -> None:
+    async def bob_says(self, text: str, port: IListeningPort | None = None) -> None:
         listener = QuietListener()
-        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", self.port.getHost().port)
+        port = port or self.port
+        endpoint = TCP4ClientEndpoint(reactor, "127.0.0.1", port.getHost().port)
         protocol = await connectProtocol(endpoint, JsonLineProtocol(listener))
         await protocol.ready
         api = ChatApi(protocol)
@@ -158,8 +170,7 @@ class ClientInPtyTests(TestCase):
         """
         return Deferred.fromCoroutine(self.broadcast_session())
 
-    async def broadcast_session(self) -> None:
-        client = self.start_client()
+    async def log_in_to_broadcast(self, client: ClientInPty) -> None:
         for prompt, answer in [
             ("Choose 1 or 2: ", "1"),
             ("Username (or back): ", "alice"),
@@ -170,6 +181,16 @@ class ClientInPtyTests(TestCase):
             await client.expect(prompt)
             client.type(answer + "\r")
         await client.expect("] alice: hello from alice")
+
+    async def log_out(self, client: ClientInPty) -> None:
+        client.type("\x15bye\r")
+        await client.expect("Goodbye.")
+        self.assertEqual(await client.ended, 0)
+        self.assertNotIn("alice", self.state.online)
+
+    async def broadcast_session(self) -> None:
+        client = self.start_client()
+        await self.log_in_to_broadcast(client)
         self.assertNotIn("secret", client.output)
 
         client.type("draft")
@@ -183,3 +204,67 @@ class ClientInPtyTests(TestCase):
         self.assertEqual(await client.ended, 0)
         self.assertEqual(self.state.messages[0]["text"], "hello from alice")
         self.assertNotIn("alice", self.state.online)
+
+    def test_reconnect_after_server_restart(self) -> None:
+        """
+        When the server goes away and comes back on the same port, the
+        client reconnects by itself, resumes, shows what bob said meanwhile,
+        sends the line typed while offline and keeps the line being typed.
+        """
+        return Deferred.fromCoroutine(self.server_restart())
+
+    async def server_restart(self) -> None:
+        client = self.start_client()
+        await self.log_in_to_broadcast(client)
+        port_number = self.port.getHost().port
+        # A second replica on the same state lets bob talk meanwhile.
+        elsewhere = self.listen(FakeChatFactory(self.state))
+
+        await self.port.stopListening()
+        self.state.drop_all()
+        await client.expect("connection lost; reconnecting in ")
+        await self.bob_says("did you miss me?", elsewhere)
+        client.type("typed while away\r")
+        await client.expect("(queued until reconnected) typed while away")
+        client.type("draft")
+        await client.expect("[broadcast] > draft")
+
+        self.port = self.listen(FakeChatFactory(self.state), port_number)
+        await client.expect("reconnected; 1 message arrived while you were away")
+        await client.expect("] bob: did you miss me?")
+        await client.expect("] alice: typed while away")
+        await client.expect("[broadcast] > draft")
+
+        client.type(" done\r")
+        await client.expect("] alice: draft done")
+        texts = [message["text"] for message in self.state.messages]
+        self.assertEqual(
+            texts,
+            ["hello from alice", "did you miss me?", "typed while away", "draft done"],
+        )
+        await self.log_out(client)
+
+    def test_maintenance_moves_to_next_server(self) -> None:
+        """
+        A maintenance notice on the first server sends the client, after
+        retry_after, to the next address given on the command line, where
+        it resumes with the partly typed line intact.
+        """
+        return Deferred.fromCoroutine(self.maintenance())
+
+    async def maintenance(self) -> None:
+        second = FakeChatFactory(self.state)
+        second_port = self.listen(second).getHost().port
+        client = self.start_client(f"127.0.0.1:{second_port}")
+        await self.log_in_to_broadcast(client)
+        client.type("draft")
+        await client.expect("[broadcast] > draft")
+
+        self.replica.announce_maintenance(retry_after=1, close_after=0.5)
+
+        await client.expect("** SERVER: SERVER MAINTENANCE")
+        await client.expect("connection lost; reconnecting in 1 s...")
+        await client.expect("reconnected; 0 messages arrived while you were away")
+        await client.expect("[broadcast] > draft")
+        self.assertEqual([c.user for c in second.connections], ["alice"])
+        await self.log_out(client)
