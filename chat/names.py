@@ -75,3 +75,21 @@ def check_password(password: str) -> str:
     if not MIN_PASSWORD <= len(password) <= MAX_PASSWORD:
         raise InvalidName(f"a password has {MIN_PASSWORD} to {MAX_PASSWORD} characters")
     return password
+
+
+# Look-alikes within the allowed alphabet, applied in order to the lowercased
+# name; "I" is mapped before lowercasing.
+_CONFUSABLE = (("rn", "m"), ("vv", "w"), ("cl", "d"), ("0", "o"), ("1", "l"))
+_SEPARATORS = str.maketrans("-.", "__")
+
+
+def skeleton(name: str) -> str:
+    """
+    The form two names share when a reader could mistake one for the other:
+    C{"a1ice"}, C{"AIice"} and C{"alice"} have the same skeleton, and so do
+    C{"bob.smith"} and C{"bob_smith"}.
+    """
+    text = name.replace("I", "l").lower().translate(_SEPARATORS)
+    for lookalike, plain in _CONFUSABLE:
+        text = text.replace(lookalike, plain)
+    return text

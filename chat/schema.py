@@ -149,6 +149,14 @@ MIGRATIONS = (
         "how a session began: login, signup or resume",
         ("ALTER TABLE sessions ADD COLUMN kind TEXT NOT NULL DEFAULT 'login'",),
     ),
+    Migration(
+        4,
+        "name skeletons, so that look-alike names can be refused",
+        (
+            "ALTER TABLE users ADD COLUMN name_skeleton TEXT",
+            "CREATE INDEX users_skeleton ON users (name_skeleton)",
+        ),
+    ),
 )
 
 

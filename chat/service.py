@@ -161,6 +161,13 @@ class ChatService:
         folded = names.fold(name)
         if await self.store.find_user(folded) is not None:
             raise ChatError("name_taken", f"the name {name!r} is taken")
+        similar = await self.store.look_alike(name)
+        if similar is not None:
+            raise ChatError(
+                "name_taken",
+                f"{name!r} looks too much like the existing name {similar!r};"
+                " choose another",
+            )
         password_hash = await self.passwords.hash(password)
         try:
             user = await self.store.create_user(name, folded, password_hash, self.now())

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chat.db import IDatabase, IntegrityViolation, Row, Transaction
+from chat.names import skeleton
 from chat.records import (
     BROADCAST_TARGET,
     GROUP_PREFIX,
@@ -129,15 +130,26 @@ class Store:
         """
         try:
             rows = await self._query(
-                "INSERT INTO users (name, name_folded, password_hash, created_at,"
-                " seen_up_to)"
-                " VALUES (?, ?, ?, ?, (SELECT COALESCE(MAX(id), 0) FROM messages))"
+                "INSERT INTO users (name, name_folded, name_skeleton, password_hash,"
+                " created_at, seen_up_to)"
+                " VALUES (?, ?, ?, ?, ?,"
+                " (SELECT COALESCE(MAX(id), 0) FROM messages))"
                 " RETURNING id",
-                (name, folded, password_hash, time_param(now)),
+                (name, folded, skeleton(name), password_hash, time_param(now)),
             )
         except IntegrityViolation as e:
             raise NameTaken(folded) from e
         return User(id=rows[0][0], name=name, created_at=now)
+
+    async def look_alike(self, name: str) -> str | None:
+        """
+        The name of an existing user whose name looks like C{name}.
+        """
+        rows = await self._query(
+            "SELECT name FROM users WHERE name_skeleton = ? LIMIT 1",
+            (skeleton(name),),
+        )
+        return rows[0][0] if rows else None
 
     async def find_user(self, folded: str) -> tuple[User, str] | None:
         """

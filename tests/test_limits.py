@@ -16,6 +16,7 @@ from chat.limits import (
     LoginThrottle,
     TokenBucket,
 )
+from chat.names import skeleton
 
 
 class TokenBucketTests(SynchronousTestCase):
@@ -123,3 +124,16 @@ class LoginThrottleTests(SynchronousTestCase):
         for n in range(MAX_KEYS + 10):
             self.throttle.failed(f"user:{n}")
         self.assertEqual(len(self.throttle._keys), MAX_KEYS)
+
+
+class SkeletonTests(SynchronousTestCase):
+    def test_look_alikes_share_a_skeleton(self) -> None:
+        """
+        Names a reader could mistake for each other have one skeleton;
+        different names do not.
+        """
+        self.assertEqual(skeleton("a1ice"), skeleton("alice"))
+        self.assertEqual(skeleton("AIice"), skeleton("alice"))
+        self.assertEqual(skeleton("rnallory"), skeleton("mallory"))
+        self.assertEqual(skeleton("bob.smith"), skeleton("bob_smith"))
+        self.assertNotEqual(skeleton("alice"), skeleton("alicia"))

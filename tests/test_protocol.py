@@ -491,3 +491,20 @@ class ThrottleTests(ProtocolTestCase):
                 ["error: too many failed logins; try again in 1 s"],
             )
             self.harness.clock.advance(FAILURE_WINDOW + 1)
+
+
+class LookAlikeNameTests(ProtocolTestCase):
+    async def test_look_alike_names_are_refused(self) -> None:
+        """
+        A name that only looks like an existing one is refused at signup.
+        """
+        await self.harness.user("alice")
+        await self.harness.user("bob.smith")
+        client = self.harness.connect()
+        client.output()
+        for name in ("a1ice", "AIice", "bob_smith", "bob-smith"):
+            lines = await client.send(f"/signup {name} password123")
+            self.assertEqual(len(lines), 1)
+            self.assertIn("looks too much like the existing name", lines[0])
+        lines = await client.send("/signup alicia password123")
+        self.assertTrue(lines[0].startswith("Welcome, alicia!"))
