@@ -97,7 +97,7 @@ class Conversation:
 
     async def _send(self, line: str) -> None:
         try:
-            self._ui.show_message(await self._api.send(self._target, line))
+            self._ui.show_sent(await self._api.send(self._target, line))
         except ServerError as e:
             self._ui.say(f"!! {clean(e.message)}")
         except MalformedData:

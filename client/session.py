@@ -83,7 +83,8 @@ def tcp_connector(reactor: Any, timeout: float = CONNECT_TIMEOUT_SECONDS) -> Con
 
     def connect(address: Address, protocol: JsonLineProtocol) -> Deferred[Any]:
         endpoint = HostnameEndpoint(reactor, address.host, address.port, timeout)
-        return connectProtocol(endpoint, protocol)
+        connected: Deferred[Any] = connectProtocol(endpoint, protocol)
+        return connected
 
     return connect
 

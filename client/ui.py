@@ -4,6 +4,7 @@ What the user sees: prompts, output lines and the events the server pushes.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Callable
 from datetime import tzinfo
 
@@ -12,7 +13,7 @@ from twisted.logger import Logger
 from twisted.python.failure import Failure
 
 from client.connection import JsonObject
-from client.model import Away, MalformedData, Message, parse_event
+from client.model import Away, MalformedData, Message, MessageEvent, parse_event
 from client.render import (
     away_line,
     clean,
@@ -24,6 +25,9 @@ from client.render import (
 from client.terminal import LineEditor
 
 QUIT_WORD = "bye"
+
+# How many ids of pushed and sent messages are remembered to show each once.
+REMEMBERED_MESSAGES = 1000
 
 
 class Quit(Exception):
@@ -53,6 +57,7 @@ class ConsoleUi:
         self.on_disconnect: Callable[[], None] = lambda: None
         self.offline = False
         self._tz = tz
+        self._shown: deque[int] = deque(maxlen=REMEMBERED_MESSAGES)
 
     def say(self, text: str) -> None:
         """
@@ -63,6 +68,20 @@ class ConsoleUi:
 
     def show_message(self, message: Message) -> None:
         self.editor.show(message_line(message, self._tz))
+
+    def show_sent(self, message: Message) -> None:
+        """
+        Show the user's own message as the server stored it, unless a resume
+        already replayed it: a resent line comes back with the original id.
+        """
+        if self._first_time(message):
+            self.show_message(message)
+
+    def _first_time(self, message: Message) -> bool:
+        if message.id in self._shown:
+            return False
+        self._shown.append(message.id)
+        return True
 
     async def ask(self, prompt: str, hidden: bool = False, keep: bool = True) -> str:
         """
@@ -84,6 +103,8 @@ class ConsoleUi:
             return
         if parsed is None:
             self.log.debug("ignored an event of type {type!r}", type=event["type"])
+            return
+        if isinstance(parsed, MessageEvent) and not self._first_time(parsed.message):
             return
         self.editor.show(event_line(parsed, self.me, self.open_target, self._tz))
 

@@ -12,10 +12,11 @@ token, C{ping} answers C{pong}, C{resume} rotates the token, takes over an
 older connection of the same person and replays the messages after
 C{last_id}, and a C{msg} whose C{ref} was seen before is not stored again.
 The open rules here: a person has one live token at a time, a resume replays
-the messages addressed to the person but not those the person sent, and
-C{ping} is answered before login too.  One L{FakeChatState} plays the shared
-database and each L{FakeChatFactory} one replica in front of it, so tests can
-drop every connection of a replica, or announce its maintenance, on demand.
+the messages addressed to the person but, unless told to, not those the
+person sent, and C{ping} is answered before login too.  One L{FakeChatState}
+plays the shared database and each L{FakeChatFactory} one replica in front of
+it, so tests can drop every connection of a replica, or announce its
+maintenance, on demand.
 
 Run C{python -m tests.fakeserver PORT [PORT ...]} to try the client against
 it by hand: one replica per port; SIGUSR1 announces maintenance on all of
@@ -90,6 +91,8 @@ class FakeChatState:
 
     @ivar replay_limit: the most messages a resume replays; beyond it the
         resume reports a gap.  None for no limit.
+    @ivar replay_own: whether a resume also replays the person's own
+        messages, which the contract leaves open.
     """
 
     def __init__(self, clock: IReactorTime) -> None:
@@ -103,6 +106,7 @@ class FakeChatState:
         self.tokens: dict[str, FakeToken] = {}
         self.refs: dict[tuple[str, str], JsonObject] = {}
         self.replay_limit: int | None = None
+        self.replay_own = False
 
     def add_user(self, name: str, password: str) -> None:
         self.passwords[name] = password
@@ -147,7 +151,11 @@ class FakeChatState:
         """
         found = []
         for message in self.messages:
-            if message["id"] <= last_id or message["from"] == user:
+            if message["id"] <= last_id:
+                continue
+            if message["from"] == user:
+                if self.replay_own:
+                    found.append(message)
                 continue
             to = message["to"]
             group = self.groups.get(to[1:]) if to.startswith("#") else None

@@ -156,6 +156,17 @@ class ReconnectTests(SynchronousTestCase):
         A line the server stored but whose acknowledgement was lost is sent
         again with the same ref, stored once and shown once.
         """
+        self.lost_ack()
+
+    def test_unacknowledged_line_replayed(self) -> None:
+        """
+        If the resume replays the person's own lost-ack line too, the line
+        is still shown once.
+        """
+        self.state.replay_own = True
+        self.lost_ack()
+
+    def lost_ack(self) -> None:
         alice = self.alice_in_broadcast()
         alice.ui.editor.feed(b"lost ack\r")
         # The line reaches the server, which is cut before its reply leaves.
