@@ -24,6 +24,7 @@ from twisted.python.failure import Failure
 JsonObject = dict[str, Any]
 
 MAX_SERVER_LINE_BYTES = 4 * 1024 * 1024
+LOGGED_LINE_CHARS = 200
 
 
 class ServerError(Exception):
@@ -146,7 +147,11 @@ class JsonLineProtocol(LineReceiver):
         if not self._json_mode:
             self._await_mode(obj)
         elif obj is None:
-            self.log.warn("ignored a malformed server line: {line!r}", line=text)
+            self.log.warn(
+                "ignored a malformed server line of {length} characters: {start!r}",
+                length=len(text),
+                start=text[:LOGGED_LINE_CHARS],
+            )
         else:
             self._dispatch(obj)
 
