@@ -464,11 +464,16 @@ class Session:
     async def _resume(self, protocol: JsonLineProtocol) -> bool:
         """
         Resume with the token; False if the server refuses the token.
+
+        Without a message id seen yet, C{last_id} is left out: the server
+        then replays from what it last showed this person, where 0 would
+        mean the whole history.
         """
+        fields: dict[str, Any] = {"token": self.token}
+        if self.last_id > 0:
+            fields["last_id"] = self.last_id
         try:
-            reply = await protocol.request(
-                "resume", token=self.token, last_id=self.last_id
-            )
+            reply = await protocol.request("resume", **fields)
         except ServerError as e:
             if e.code not in TOKEN_REFUSED_CODES:
                 raise

@@ -104,6 +104,7 @@ class FakeChatState:
         self.groups: dict[str, FakeGroup] = {}
         self.away: dict[str, dict[str, int]] = {}
         self.tokens: dict[str, FakeToken] = {}
+        self.seen: dict[str, int] = {}
         self.refs: dict[tuple[str, str], JsonObject] = {}
         self.replay_limit: int | None = None
         self.replay_own = False
@@ -194,10 +195,12 @@ class FakeChatState:
             "ts": self.now(),
         }
         self.messages.append(message)
+        self.seen[sender] = message["id"]
         for user in recipients:
             if user == sender:
                 continue
             if user in self.online:
+                self.seen[user] = message["id"]
                 self.push(user, {"type": "message", "message": message})
             else:
                 self.away[user][kind] += 1
@@ -382,7 +385,10 @@ class FakeChatProtocol(LineReceiver):
     def resume(self, command: JsonObject) -> JsonObject:
         if self.user is not None:
             raise Refusal("already_logged_in", "you are logged in")
-        token, last_id = _text(command, "token"), command.get("last_id", 0)
+        token, last_id = _text(command, "token"), command.get("last_id")
+        if last_id is None:
+            # Like the server: resume after the last message it delivered.
+            last_id = self.state.seen.get(self.state.token_user(token) or "", 0)
         if not isinstance(last_id, int) or isinstance(last_id, bool) or last_id < 0:
             raise Refusal("bad_request", "last_id must be a message id")
         user = self.state.token_user(token)

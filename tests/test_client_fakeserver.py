@@ -108,6 +108,21 @@ class FakeSessionTests(SynchronousTestCase):
         [refused] = self.line().send("resume", token=token, last_id=0)
         self.assertEqual(refused["code"], "bad_token")
 
+    def test_resume_without_last_id(self) -> None:
+        """
+        Without last_id a resume replays only what was not delivered before.
+        """
+        alice, token = self.log_in("alice")
+        bob, _ = self.log_in("bob")
+        bob.send("msg", target="alice", text="seen")
+        alice.hang_up()
+        bob.send("msg", target="alice", text="missed")
+
+        ok, *events = self.line().send("resume", token=token)
+
+        self.assertEqual(ok["missed"], 1)
+        self.assertEqual([e["message"]["text"] for e in events], ["missed"])
+
     def test_token_expires_when_idle(self) -> None:
         """
         A token unused for longer than the idle limit is refused.

@@ -302,6 +302,19 @@ class SessionTests(SynchronousTestCase):
         self.assertEqual(self.successResultOf(lost)["message"]["id"], 2)
         self.assertNoResult(typed)
 
+    def test_resume_without_messages_seen(self) -> None:
+        """
+        With no message seen yet, the resume leaves last_id out rather than
+        asking for the whole history with 0.
+        """
+        self.logged_in().hang_up()
+        server = self.reconnect()
+
+        [command] = server.commands()
+
+        self.assertEqual((command["cmd"], command["token"]), ("resume", TOKEN))
+        self.assertNotIn("last_id", command)
+
     def test_unsafe_command_fails(self) -> None:
         """
         A command that changes something and lost its answer is not sent
