@@ -1,16 +1,20 @@
 """
 The chat daemon as a twistd service: start-up and shutdown in order.
 
-Start: open the database, apply migrations, start the password workers, then
-listen.  Stop: stop listening, close every connection, let their logouts
-finish, then close the database.
+Start: open the database, apply migrations, start the password workers, join
+the cluster when there is one, then listen.  Stop: stop listening, close every
+connection, let their logouts finish, leave the cluster, then close the
+database.
+
+With a Redis URL the replica runs in cluster mode: presence, routing and
+session tokens live in Redis (L{chat.cluster}) instead of in the process.
 """
 
 from __future__ import annotations
 
 import socket
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
@@ -24,11 +28,15 @@ from chat.db import IDatabase, open_database
 from chat.events import NoticeEvent
 from chat.factory import ChatFactory, ConnectionRegistry
 from chat.passwords import Passwords
-from chat.presence import LocalPresence
+from chat.presence import IPresence, LocalPresence
 from chat.records import utc_from_timestamp
 from chat.schema import migrate
-from chat.service import ChatService
+from chat.service import ChatService, IRouter
+from chat.sessions import ITokens
 from chat.storage import Store, time_param
+
+if TYPE_CHECKING:
+    from chat.cluster.node import Cluster
 
 DEFAULT_LISTEN = "tcp:30080"
 DEFAULT_DATABASE = "sqlite:chat-data/chat.db"
@@ -45,6 +53,7 @@ class Settings:
     database: str = DEFAULT_DATABASE
     server_id: str = field(default_factory=socket.gethostname)
     drain: float = DEFAULT_DRAIN
+    redis: str | None = None
     passwords: Passwords | None = None
 
 
@@ -65,13 +74,33 @@ class ChatDaemon(Service):
         self.db: IDatabase = open_database(reactor, settings.database)
         self.passwords = settings.passwords or Passwords(reactor)
         self.registry = ConnectionRegistry()
+        store = Store(self.db)
+        self.cluster: Cluster | None = None
+        presence: IPresence = LocalPresence()
+        router: IRouter = self.registry
+        tokens: ITokens | None = None
+        if settings.redis:
+            from chat.cluster.node import Cluster
+
+            self.cluster = Cluster(
+                reactor,
+                settings.redis,
+                settings.server_id,
+                store,
+                self.registry,
+                draining=lambda: self.draining,
+            )
+            presence = self.cluster.presence
+            router = self.cluster.router
+            tokens = self.cluster.tokens
         self.service = ChatService(
-            Store(self.db),
-            LocalPresence(),
-            self.registry,
+            store,
+            presence,
+            router,
             self.passwords,
             reactor,
             settings.server_id,
+            tokens,
         )
         self.factory = ChatFactory(self.service, self.registry)
         self.ports: list[IListeningPort] = []
@@ -88,6 +117,8 @@ class ChatDaemon(Service):
         now = time_param(utc_from_timestamp(self.reactor.seconds()))
         await migrate(self.db, now)
         self.passwords.start()
+        if self.cluster is not None:
+            await self.cluster.start()
         for description in self.settings.listen:
             endpoint = serverFromString(self.reactor, description)
             port = await endpoint.listen(self.factory)
@@ -137,10 +168,16 @@ class ChatDaemon(Service):
 
     async def _stop(self) -> None:
         self.draining = True
+        if self.cluster is not None:
+            self.registry.spawn("replica figures", self.cluster.stats.beat())
         await DeferredList([port.stopListening() for port in self.ports])
         self.ports = []
         await self._drain()
         await DeferredList(self.registry.pending())
+        if self.cluster is not None:
+            # The logouts just finished handed presence events to the router.
+            await DeferredList(self.registry.pending())
+            await self.cluster.stop()
         self.passwords.stop()
         await self.db.stop()
         self.log.info("chat {server} stopped", server=self.settings.server_id)

@@ -26,6 +26,7 @@ ENVIRONMENT = {
     "server-id": "CHAT_SERVER_ID",
     "log-level": "CHAT_LOG_LEVEL",
     "drain": "CHAT_DRAIN_SECONDS",
+    "redis": "CHAT_REDIS",
 }
 LISTEN_ENVIRONMENT = "CHAT_LISTEN"
 
@@ -49,6 +50,14 @@ class Options(usage.Options):
             None,
             None,
             "this replica's name, default the host name [$CHAT_SERVER_ID]",
+        ],
+        [
+            "redis",
+            None,
+            None,
+            "cluster mode: Redis URL redis://HOST:PORT/DB or unix:/PATH?db=N,"
+            " shared by every replica; needs a postgresql:// database"
+            " [$CHAT_REDIS]",
         ],
         [
             "drain",
@@ -94,6 +103,26 @@ class Options(usage.Options):
             logs.set_level(self["log-level"])
         except ValueError as e:
             raise usage.UsageError(str(e)) from e
+        if self["redis"]:
+            self._check_cluster()
+
+    def _check_cluster(self) -> None:
+        scheme = self["database"].split(":", 1)[0].lower()
+        if scheme not in ("postgres", "postgresql"):
+            raise usage.UsageError(
+                "--redis (cluster mode) needs a postgresql:// --database that"
+                " every replica shares; SQLite serves a single process"
+            )
+        try:
+            from chat.cluster.redisconn import parse_redis_url
+        except ImportError as e:
+            raise usage.UsageError(
+                f"--redis needs the cluster extra (pip install 'chat[cluster]'): {e}"
+            ) from None
+        try:
+            parse_redis_url(self["redis"])
+        except ValueError as e:
+            raise usage.UsageError(f"--redis: {e}") from None
 
 
 def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
@@ -105,6 +134,7 @@ def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
         listen=options["listen"],
         database=options["database"],
         drain=options["drain"],
+        redis=options["redis"] or None,
     )
     if options["server-id"]:
         settings.server_id = options["server-id"]

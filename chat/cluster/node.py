@@ -66,9 +66,23 @@ class Cluster:
         self.subscriber = RedisSubscriber(
             reactor, address, self.router.channels, self.router.received
         )
-        self.subscriber.on_connect.append(self.router.subscribed)
         self.subscriber.on_ping.append(self.router.heard)
+        self.redis.on_lost.append(self.router.cut_off)
+        self.subscriber.on_lost.append(self.router.cut_off)
+        self.subscriber.on_connect.append(lambda: self.router.subscribed(self._whole()))
+        self.presence.on_restored.append(lambda: self.router.restored(self._whole()))
         self.stats = ReplicaStats(self.redis, clock, server_id, self.figures, keys)
+
+    def _whole(self) -> bool:
+        """
+        Whether this replica is fully back in the cluster: both connections
+        up and its presence restored.
+        """
+        return (
+            self.redis.connected
+            and self.subscriber.connected
+            and self.presence.restored
+        )
 
     def figures(self) -> Figures:
         return Figures(

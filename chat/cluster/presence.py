@@ -166,6 +166,10 @@ class RedisPresence:
     @param spawn: runs named background work and logs its failure.
     @param on_lost: called with a folded name when the heartbeat finds that
         another replica holds someone this replica thought it held.
+    @ivar restored: whether Redis has the entries of everyone this replica
+        holds, as far as it knows: false from the loss of the connection
+        until they are put back after it returns.
+    @ivar on_restored: called with no argument when they are put back.
     """
 
     log = Logger(observer=logs.observer)
@@ -189,9 +193,12 @@ class RedisPresence:
         self._heartbeat_seconds = heartbeat_seconds
         self._on_lost = on_lost
         self.held: dict[str, Presence] = {}
+        self.restored = True
+        self.on_restored: list[Callable[[], None]] = []
         self._heartbeat = LoopingCall(self._beat)
         self._heartbeat.clock = clock
         redis.on_connect.append(self._reconnected)
+        redis.on_lost.append(self._cut_off)
 
     # IPresence
 
@@ -290,9 +297,23 @@ class RedisPresence:
         for folded in list(self.held):
             await self.release(folded, self._server_id)
 
+    def _cut_off(self) -> None:
+        self.restored = False
+
     def _reconnected(self) -> None:
-        if self.held:
-            self._spawn("presence rebuild", self.refresh())
+        if not self.restored:
+            self._spawn("presence rebuild", self._restore())
+
+    async def _restore(self) -> None:
+        try:
+            await self.refresh()
+        except RedisUnavailable as e:
+            # Lost again: the next connection tries again.
+            self.log.warn("could not put presence back: {error}", error=str(e))
+            return
+        self.restored = True
+        for callback in list(self.on_restored):
+            callback()
 
     def _beat(self) -> Deferred[None]:
         return Deferred.fromCoroutine(self._beat_safely())

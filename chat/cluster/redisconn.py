@@ -171,7 +171,9 @@ class RedisLink:
     One Redis connection, kept open by a L{ClientService}.
 
     @ivar on_connect: called with no argument each time the connection is
-        ready for use again.
+        ready for use.
+    @ivar on_lost: called with no argument each time the connection is lost,
+        unless the link is being stopped.
     """
 
     log = Logger(observer=logs.observer)
@@ -182,6 +184,7 @@ class RedisLink:
         self.reactor = reactor
         self.address = address
         self.on_connect: list[Callable[[], None]] = []
+        self.on_lost: list[Callable[[], None]] = []
         self._protocol: Any = None
         self._ever_connected = False
         self._stopping = False
@@ -262,12 +265,15 @@ class RedisLink:
         if self._protocol is not protocol:
             return
         self._protocol = None
-        if not self._stopping:
-            self.log.warn(
-                "lost the {role} connection to Redis {address}",
-                address=str(self.address),
-                role=self.role,
-            )
+        if self._stopping:
+            return
+        self.log.warn(
+            "lost the {role} connection to Redis {address}",
+            address=str(self.address),
+            role=self.role,
+        )
+        for callback in list(self.on_lost):
+            callback()
 
     def _current(self) -> Any:
         if self._protocol is None:

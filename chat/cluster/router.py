@@ -7,15 +7,18 @@ carries the event and its recipients on that replica's own channel; events for
 everyone go on one shared channel.  Each replica listens to its own channel
 and the shared one.
 
-Pub/sub forgets what it could not deliver.  Every message is stored before it
-is routed, so when the subscriber connection comes back after a loss the
-router fills the gap from the database: each local session gets the messages
-for its person that came after the last one it was shown, and a session shows
-a message at most once (L{chat.events.DeliveryLog}).
+Pub/sub forgets what it could not deliver, and while a replica is cut off
+from Redis others cannot find its people.  Every message is stored before it
+is routed, so once a replica has both its connections back and its presence
+restored it fills the gap from the database: each local session gets the
+messages for its person that came after the last one it was shown.  Messages
+this replica could not publish meanwhile are published again.  A session shows
+a message at most once (L{chat.events.DeliveryLog}), so overlaps are harmless.
 """
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
@@ -38,6 +41,8 @@ if TYPE_CHECKING:
 
 # The most messages one session is sent when catching up after a gap.
 CATCH_UP_LIMIT = 500
+# The most messages kept to publish again once Redis is back.
+UNSENT_LIMIT = 1000
 
 
 @dataclass
@@ -78,7 +83,11 @@ class RedisRouter:
         # it had handled when the subscriber last proved to be working.
         self._known = 0
         self._confirmed = 0
-        self._subscribed_before = False
+        # Set while a gap is open: the mark to catch up from.
+        self._gap_from: int | None = None
+        self._unsent: deque[tuple[list[str] | None, MessageEvent]] = deque(
+            maxlen=UNSENT_LIMIT
+        )
 
     @property
     def channels(self) -> list[str]:
@@ -129,7 +138,7 @@ class RedisRouter:
         try:
             where = await self._presence.where(folded_names)
         except RedisUnavailable as e:
-            self._not_passed_on(event, e)
+            self._not_passed_on(folded_names, event, e)
             return
         by_server: dict[str, list[str]] = {}
         for name, server in where.items():
@@ -159,17 +168,21 @@ class RedisRouter:
             if not isinstance(cause, RedisUnavailable):
                 raise
             for _, envelope in envelopes:
-                self._not_passed_on(envelope.event, cause)
+                if envelope.event is not None:
+                    self._not_passed_on(envelope.to, envelope.event, cause)
 
-    def _not_passed_on(self, event: Event | None, error: Exception) -> None:
-        # The message is stored: each replica catches up once it hears from
-        # Redis again.  Other events are lost, as they would be to anyone
-        # offline.
+    def _not_passed_on(
+        self, folded_names: list[str] | None, event: Event, error: Exception
+    ) -> None:
+        # Messages are kept to publish again; other events are lost, as they
+        # would be to anyone offline.
         self.log.warn(
             "could not pass {event} to other replicas: {error}",
             event=type(event).__name__,
             error=str(error),
         )
+        if isinstance(event, MessageEvent):
+            self._unsent.append((folded_names, event))
 
     # In
 
@@ -203,15 +216,41 @@ class RedisRouter:
         """
         self._confirmed = self._known
 
-    def subscribed(self) -> None:
+    def cut_off(self) -> None:
         """
-        The subscriber is listening again; fill in whatever it missed.
+        A Redis connection was lost: a gap opens, unless one is open already.
         """
-        if self._subscribed_before:
-            gap_from = self._confirmed
-            self._registry.spawn("catch-up", self.catch_up(gap_from))
-        self._subscribed_before = True
+        if self._gap_from is None:
+            self._gap_from = self._confirmed
+
+    def subscribed(self, complete: bool) -> None:
+        """
+        The subscriber is listening again.
+        """
         self._confirmed = self._known
+        self.restored(complete)
+
+    def restored(self, complete: bool) -> None:
+        """
+        A connection or this replica's presence is back: catch up on the gap,
+        and publish again what could not be published.
+
+        @param complete: whether both connections are up and presence is
+            restored, which closes the gap; until then each step catches up
+            on what it can.
+        """
+        gap_from = self._gap_from
+        if gap_from is None:
+            return
+        if complete:
+            self._gap_from = None
+            unsent, self._unsent = list(self._unsent), deque(maxlen=UNSENT_LIMIT)
+            for folded_names, event in unsent:
+                if folded_names is None:
+                    self._to_everyone(Envelope(self._server_id, event))
+                else:
+                    self._registry.spawn("route", self._route(folded_names, event))
+        self._registry.spawn("catch-up", self.catch_up(gap_from))
 
     async def catch_up(self, gap_from: int) -> None:
         """
@@ -229,7 +268,7 @@ class RedisRouter:
                         error=str(e),
                     )
                     return
-        self.log.info("caught up after a gap in pub/sub: {count} messages", count=shown)
+        self.log.info("caught up after losing Redis: {count} messages shown", count=shown)
 
     async def _catch_up_one(self, connection: ChatProtocol, gap_from: int) -> int:
         login = connection.login
