@@ -259,6 +259,12 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
                 )
                 servers.append(server)
                 await server.start()
+                print(
+                    f"chat-bench: started {server.server_id}, pid {server.pid},"
+                    f" on {server.address}",
+                    file=sys.stderr,
+                    flush=True,
+                )
             addresses = [s.address for s in servers]
             pid = servers[0].pid
             kill = servers[0].kill

@@ -23,7 +23,8 @@ from chat.bench.stats import rate, summarize
 if TYPE_CHECKING:
     from chat.bench.runner import Run
 
-# How many connections stay logged in and chat during the storm, by default.
+# How many connections stay logged in and chat during the storm, by default;
+# at most half of them do.
 BACKGROUND_CONNECTIONS = 10
 # Messages per second among them, by default.
 BACKGROUND_RATE = 20.0
@@ -35,7 +36,8 @@ async def login_storm(run: Run, number: int) -> PhaseResult:
     once; return the phase with the storm's figures in C{extra}.
     """
     count = len(run.clients)
-    chatting = min(count, run.plan.senders_for("login") or BACKGROUND_CONNECTIONS)
+    chatting = run.plan.senders_for("login") or BACKGROUND_CONNECTIONS
+    chatting = min(chatting, count // 2)
     chatting -= chatting % 2
     stormers = list(range(chatting, count))
     await _log_out(run, stormers)
