@@ -26,6 +26,7 @@ from chat.cluster.presence import RedisPresence
 from chat.cluster.redisconn import (
     RedisAddress,
     RedisClient,
+    RedisSubscriber,
     RedisUnavailable,
     parse_redis_url,
 )
@@ -311,7 +312,15 @@ class RedisPresenceTests(PresenceContract, TestCase):
         self.redis = await redis_client(self)
         self.lost: list[str] = []
 
-    async def replica(self, server_id: str, ttl: float = 30.0) -> RedisPresence:
+    async def replica(
+        self, server_id: str, ttl: float = 30.0, listening: bool = True
+    ) -> RedisPresence:
+        """
+        The presence of a replica that listens to its channel, as a live
+        replica does, unless told otherwise.
+        """
+        if listening:
+            await self.listen(server_id)
         presence = RedisPresence(
             self.redis,
             self.clock,
@@ -324,6 +333,15 @@ class RedisPresenceTests(PresenceContract, TestCase):
         await presence.start()
         self.addCleanup(lambda: Deferred.fromCoroutine(presence.stop()))
         return presence
+
+    async def listen(self, server_id: str) -> RedisSubscriber:
+        channel = self.keys.replica(server_id)
+        subscriber = RedisSubscriber(
+            reactor, parse_redis_url(shared_redis().url), [channel], lambda c, m: None
+        )
+        await subscriber.connect()
+        self.addCleanup(lambda: Deferred.fromCoroutine(subscriber.stop()))
+        return subscriber
 
     async def ttl_ms(self, folded: str) -> int:
         ttl: int = await self.redis.execute("PTTL", self.keys.presence(folded))
@@ -360,6 +378,22 @@ class RedisPresenceTests(PresenceContract, TestCase):
         self.assertEqual(await two.online(), [])
         self.assertEqual(await self.redis.execute("ZCARD", self.keys.online), 0)
         self.assertTrue(await two.claim("alice", alice("two")))
+
+    async def test_dead_replica_replaced(self) -> None:
+        """
+        A claim replaces the entry of a replica that no longer listens to its
+        channel, as a killed replica does not, without waiting for the TTL.
+        """
+        one = await self.replica("one")
+        two = await self.replica("two")
+        await one.claim("alice", alice("one"))
+        self.assertFalse(await two.claim("alice", alice("two")))
+        dead = await self.replica("three", listening=False)
+        await dead.claim("bob", Presence("Bob", "three", 1.0))
+        self.assertTrue(await two.claim("bob", Presence("Bob", "two", 2.0)))
+        self.assertEqual(
+            await two.where(["alice", "bob"]), {"alice": "one", "bob": "two"}
+        )
 
     async def test_rebuilt(self) -> None:
         """

@@ -4,8 +4,10 @@ Presence in Redis: who is online, on which replica, for the whole cluster.
 Each person online has one entry, set with C{SET NX}, so two replicas racing
 to log the same person in cannot both win.  Entries carry a TTL that the
 replica holding them renews on a heartbeat; the entries of a replica that died
-run out within L{PRESENCE_TTL_SECONDS}, and a Redis that restarted empty gets
-them back on the next heartbeat.  A sorted set scored by expiry time lists the
+run out within L{PRESENCE_TTL_SECONDS}, sooner if someone logs in meanwhile:
+a claim replaces an entry whose replica no longer listens to its pub/sub
+channel.  A Redis that restarted empty gets the entries back as soon as each
+replica reconnects.  A sorted set scored by expiry time lists the
 people online, so listing them needs no key scan.
 """
 
@@ -38,11 +40,26 @@ local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 """
 
-# KEYS: entry, index.  ARGV: entry JSON, TTL ms, folded name.
+# KEYS: entry, index.  ARGV: entry JSON, TTL ms, folded name, replica
+# channel prefix.  An entry whose replica no longer listens to its channel is
+# left by a replica that died: the claim replaces it rather than wait for it
+# to run out.
 _CLAIM = (
     """
 if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
-  return 0
+  local held = redis.call('GET', KEYS[1])
+  if not held then
+    return 0
+  end
+  local holder = cjson.decode(held).server
+  if holder == cjson.decode(ARGV[1]).server then
+    return 0
+  end
+  local listening = redis.call('PUBSUB', 'NUMSUB', ARGV[4] .. holder)
+  if tonumber(listening[2]) > 0 then
+    return 0
+  end
+  redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 """
     + _NOW_MS
@@ -206,7 +223,7 @@ class RedisPresence:
         claimed = await self._redis.eval(
             _CLAIM,
             [self._keys.presence(folded), self._keys.online],
-            [encode_presence(presence), self._ttl_ms, folded],
+            [encode_presence(presence), self._ttl_ms, folded, self._keys.replica("")],
         )
         if claimed:
             self.held[folded] = presence

@@ -268,7 +268,9 @@ class RedisRouter:
                         error=str(e),
                     )
                     return
-        self.log.info("caught up after losing Redis: {count} messages shown", count=shown)
+        self.log.info(
+            "caught up after losing Redis: {count} messages shown", count=shown
+        )
 
     async def _catch_up_one(self, connection: ChatProtocol, gap_from: int) -> int:
         login = connection.login
