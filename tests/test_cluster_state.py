@@ -595,3 +595,33 @@ class RedisLinkTests(TestCase):
 
         await eventually(back, "reconnection")
         self.assertEqual(await client.execute("PING"), "PONG")
+
+    async def test_subscriber(self) -> None:
+        """
+        The subscriber hears what is published on its channels, and its pings
+        are answered without the connection being made again.
+        """
+        heard: list[tuple[str, str]] = []
+        subscriber = RedisSubscriber(
+            reactor,
+            parse_redis_url(shared_redis().url),
+            ["test:a", "test:b"],
+            lambda channel, text: heard.append((channel, text)),
+            ping_seconds=0.05,
+        )
+        pings: list[None] = []
+        subscriber.on_ping.append(lambda: pings.append(None))
+        connects: list[None] = []
+        subscriber.on_connect.append(lambda: connects.append(None))
+        await subscriber.connect()
+        self.addCleanup(lambda: Deferred.fromCoroutine(subscriber.stop()))
+        client = await redis_client(self)
+        await client.execute("PUBLISH", "test:b", "hello")
+        await client.execute("PUBLISH", "test:c", "elsewhere")
+
+        async def pinged() -> bool:
+            return len(pings) >= 3
+
+        await eventually(pinged, "three pings")
+        self.assertEqual(heard, [("test:b", "hello")])
+        self.assertEqual(len(connects), 1)

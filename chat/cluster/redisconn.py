@@ -113,10 +113,6 @@ def _db_number(text: str) -> int:
     return int(text)
 
 
-class _Protocol(txredisapi.RedisProtocol):  # type: ignore[misc]
-    pass
-
-
 class _SubscriberProtocol(txredisapi.SubscriberProtocol):  # type: ignore[misc]
     on_message: Callable[[str, str], None] = staticmethod(lambda c, m: None)
 
@@ -177,7 +173,7 @@ class RedisLink:
     """
 
     log = Logger(observer=logs.observer)
-    protocol_class: type[Any] = _Protocol
+    protocol_class: type[Any] = txredisapi.RedisProtocol
     role = "command"
 
     def __init__(self, reactor: Any, address: RedisAddress) -> None:
@@ -347,10 +343,12 @@ class RedisSubscriber(RedisLink):
         address: RedisAddress,
         channels: Sequence[str],
         on_message: Callable[[str, str], None],
+        ping_seconds: float = SUBSCRIBER_PING_SECONDS,
     ) -> None:
         super().__init__(reactor, address)
         self.channels = list(channels)
         self._on_message = on_message
+        self._ping_seconds = ping_seconds
         self._pinger = LoopingCall(self._ping)
         self._pinger.clock = reactor
         self.on_ping: list[Callable[[], None]] = []
@@ -363,7 +361,7 @@ class RedisSubscriber(RedisLink):
 
     def start(self) -> None:
         super().start()
-        self._pinger.start(SUBSCRIBER_PING_SECONDS, now=False)
+        self._pinger.start(self._ping_seconds, now=False)
 
     async def stop(self) -> None:
         if self._pinger.running:

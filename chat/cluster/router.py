@@ -197,18 +197,16 @@ class RedisRouter:
                 "ignored a message on {channel}: {error}", channel=channel, error=str(e)
             )
             return
+        event = envelope.event
+        if isinstance(event, MessageEvent):
+            self._known = max(self._known, event.message.id)
         self._confirmed = self._known
         if envelope.origin == self._server_id and channel == self._keys.everyone:
             return
         if envelope.replace is not None:
             self._registry.replace(envelope.replace)
-            return
-        event = envelope.event
-        assert event is not None
-        if isinstance(event, MessageEvent):
-            self._known = max(self._known, event.message.id)
-            self._confirmed = self._known
-        self._show(envelope.to, event)
+        elif event is not None:
+            self._show(envelope.to, event)
 
     def heard(self) -> None:
         """
