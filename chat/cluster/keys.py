@@ -66,5 +66,21 @@ class Keys:
         """
         return f"{self.prefix}all"
 
+    @property
+    def scaler_decisions(self) -> str:
+        """
+        A list, newest first and capped: the autoscaler's recent decisions,
+        each one JSON object.
+        """
+        return f"{self.prefix}scaler:decisions"
+
+    @property
+    def scaler_heartbeat(self) -> str:
+        """
+        A string key: the autoscaler's latest poll as JSON, with a TTL, so
+        that its absence means the autoscaler is not running.
+        """
+        return f"{self.prefix}scaler:heartbeat"
+
 
 KEYS = Keys()
