@@ -8,6 +8,7 @@ the router: every person is local.
 
 from __future__ import annotations
 
+from collections import Counter
 from collections.abc import Coroutine
 from typing import Any
 
@@ -33,6 +34,8 @@ class ConnectionRegistry:
         self.connections: set[ChatProtocol] = set()
         self.by_user: dict[str, set[ChatProtocol]] = {}
         self._tasks: set[Deferred[Any]] = set()
+        # Background tasks in flight, by name.
+        self.running: Counter[str] = Counter()
 
     def add(self, connection: ChatProtocol) -> None:
         self.connections.add(connection)
@@ -72,12 +75,14 @@ class ConnectionRegistry:
         """
         d = Deferred.fromCoroutine(work)
         self._tasks.add(d)
+        self.running[name] += 1
 
         def failed(failure: Any) -> None:
             self.log.failure("background task {task} failed", failure, task=name)
 
         def done(result: Any) -> Any:
             self._tasks.discard(d)
+            self.running[name] -= 1
             return result
 
         d.addErrback(failed)

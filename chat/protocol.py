@@ -223,6 +223,7 @@ class ChatProtocol(LineReceiver):
             )
 
     def _error(self, error: ChatError, id: Any = None) -> None:
+        self.service.metrics.errors.labels(error.code).inc()
         self._send(self.renderer.error(error.code, error.text, id or error.id))
 
     def deliver(self, event: Event) -> None:
@@ -240,6 +241,7 @@ class ChatProtocol(LineReceiver):
             self.service.saw(self.login, event.message)
             if event.message.sender == me:
                 return
+            self.service.metrics.delivered(event.message, self.service.clock.seconds())
         if isinstance(event, PresenceEvent) and event.user == me:
             return
         self._send(self.renderer.event(event, me, self.open_target))

@@ -20,6 +20,7 @@ from chat import logs, names
 from chat.db import DatabaseUnavailable
 from chat.events import Event, GroupEvent, MessageEvent, PresenceEvent
 from chat.limits import LoginThrottle
+from chat.metrics import ChatMetrics
 from chat.passwords import Passwords
 from chat.presence import IPresence, Presence
 from chat.records import (
@@ -145,6 +146,7 @@ class ChatService:
         self.server_id = server_id
         self.tokens = tokens or LocalTokens(clock)
         self.throttle = LoginThrottle(clock)
+        self.metrics = ChatMetrics()
 
     def now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
@@ -218,6 +220,7 @@ class ChatService:
             await self.presence.release(folded, self.server_id)
             raise
         self.log.info("{user} logged in ({kind})", user=user.name, kind=kind)
+        self.metrics.logins.labels(kind).inc()
         self.router.deliver_all(PresenceEvent(user.name, True))
         return Login(user, session_id, away, seen, token)
 
@@ -259,6 +262,7 @@ class ChatService:
         )
         if not was_online:
             self.router.deliver_all(PresenceEvent(user.name, True))
+        self.metrics.resumes.inc()
         login = Login(user, session_id, away, seen, new_token)
         return Resumed(login, missed, gap)
 
@@ -366,6 +370,7 @@ class ChatService:
                 raise ChatError("bad_request", "you cannot send a message to yourself")
             message = await self.store.add_private(me, other, text, now, ref)
             self.router.deliver([names.fold(other.name)], MessageEvent(message))
+        self.metrics.messages.labels(message.kind.value).inc()
         self.log.debug(
             "message {id} from {user} to {target}",
             id=message.id,
