@@ -82,5 +82,13 @@ class Keys:
         """
         return f"{self.prefix}scaler:heartbeat"
 
+    @property
+    def dashboard_history(self) -> str:
+        """
+        A sorted set: the dashboard's samples of the system (JSON), scored
+        by the time they were taken, trimmed to the last hour.
+        """
+        return f"{self.prefix}dashboard:history"
+
 
 KEYS = Keys()
