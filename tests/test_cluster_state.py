@@ -11,6 +11,10 @@ own key prefix, with a L{task.Clock} driving the heartbeats.
 from __future__ import annotations
 
 import itertools
+import os
+import shutil
+import subprocess
+import tempfile
 from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import TYPE_CHECKING, Any
@@ -41,7 +45,7 @@ from chat.events import (
 )
 from chat.presence import IPresence, LocalPresence, Presence
 from chat.records import Kind, Message
-from tests.servers import free_port, shared_redis
+from tests.servers import _redis_server_binary, free_port, shared_redis
 
 if TYPE_CHECKING:
     _Base = TestCase
@@ -625,3 +629,28 @@ class RedisLinkTests(TestCase):
         await eventually(pinged, "three pings")
         self.assertEqual(heard, [("test:b", "hello")])
         self.assertEqual(len(connects), 1)
+
+    async def test_unix_socket(self) -> None:
+        """
+        A C{unix:} URL reaches a Redis on a Unix socket, in the database it
+        names.
+        """
+        directory = tempfile.mkdtemp(prefix="chat-test-redis-unix-")
+        self.addCleanup(shutil.rmtree, directory, True)
+        path = os.path.join(directory, "redis.sock")
+        command = [str(_redis_server_binary()), "--port", "0", "--unixsocket", path]
+        command += ["--save", "", "--appendonly", "no", "--dir", directory]
+        server = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+        )
+        self.addCleanup(server.wait)
+        self.addCleanup(server.terminate)
+
+        async def listening() -> bool:
+            return os.path.exists(path)
+
+        await eventually(listening, "the socket")
+        client = RedisClient(reactor, parse_redis_url(f"unix:{path}?db=3"))
+        await client.connect()
+        self.addCleanup(lambda: Deferred.fromCoroutine(client.stop()))
+        self.assertIn(" db=3 ", await client.execute("CLIENT", "INFO"))
