@@ -16,6 +16,7 @@ from twisted.internet.task import deferLater
 from twisted.python.usage import UsageError
 from twisted.trial.unittest import SynchronousTestCase, TestCase
 
+from chat.cluster.presence import PRESENCE_TTL_SECONDS
 from chat.tap import Options, makeService
 from tests.process import DaemonProcess, LineClient, connect, start_daemon
 from tests.servers import LOCALHOST, shared_postgres, shared_redis
@@ -25,6 +26,9 @@ PASSWORD = "correct horse"
 # elsewhere replaces the presence of a replica that no longer listens, so
 # this is a bound for the kernel, Redis and the polling, not for a TTL.
 TAKEOVER_BOUND_SECONDS = 5.0
+# A replica that is alive to Redis but silent loses its people when their
+# presence runs out: within the TTL, plus the polling.
+FROZEN_BOUND_SECONDS = PRESENCE_TTL_SECONDS + 5.0
 RETRY_LOGIN_SECONDS = 0.5
 # Redis database 0 is left to the in-process tests.
 _redis_databases = itertools.count(1)
@@ -133,23 +137,41 @@ class ClusterTests(TestCase):
         alice.send(f"/login alice {PASSWORD}")
         await alice.expect("Welcome back, alice!")
         await one.kill()
+        elapsed = await self.login_elsewhere(two.port, TAKEOVER_BOUND_SECONDS)
+        print(f"\nalice logged in elsewhere {elapsed:.1f}s after SIGKILL")
 
+    async def test_frozen_replica(self) -> None:
+        """
+        A replica that stops answering but keeps its Redis connections open
+        (here: SIGSTOP) no longer renews its people's presence, so they can
+        log in elsewhere once it runs out, within the presence TTL.
+        """
+        one, two = await self.replica("one"), await self.replica("two")
+        await signed_up(one.port, "alice")
+        # DaemonProcess sends only TERM and KILL itself.
+        assert one._transport is not None
+        one._transport.signalProcess("STOP")
+        elapsed = await self.login_elsewhere(two.port, FROZEN_BOUND_SECONDS)
+        print(f"\nalice logged in elsewhere {elapsed:.1f}s after SIGSTOP")
+
+    async def login_elsewhere(self, port: int, bound: float) -> float:
+        """
+        Try to log alice in on C{port} until it works; return how long that
+        took, failing past C{bound} seconds.
+        """
         started = reactor.seconds()
-        client = await connect(two.port)
+        client = await connect(port)
         while True:
             client.send(f"/login alice {PASSWORD}")
             line = await client.wait_line(
                 lambda line: line.startswith(("Welcome back", "error:")), "a reply"
             )
-            if line.startswith("Welcome back"):
-                break
-            self.assertIn("already logged in elsewhere", line)
             elapsed = reactor.seconds() - started
-            self.assertLess(elapsed, TAKEOVER_BOUND_SECONDS)
+            if line.startswith("Welcome back"):
+                return elapsed
+            self.assertIn("already logged in elsewhere", line)
+            self.assertLess(elapsed, bound)
             await deferLater(reactor, RETRY_LOGIN_SECONDS, lambda: None)
-        elapsed = reactor.seconds() - started
-        print(f"\nalice logged in on another replica {elapsed:.1f}s after SIGKILL")
-        self.assertLess(elapsed, TAKEOVER_BOUND_SECONDS)
 
     async def test_clean_stop(self) -> None:
         """
