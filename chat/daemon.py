@@ -169,7 +169,7 @@ class ChatDaemon(Service):
     async def _stop(self) -> None:
         self.draining = True
         if self.cluster is not None:
-            self.registry.spawn("replica figures", self.cluster.stats.beat())
+            self.registry.spawn("replica figures", self.cluster.stats.heartbeat.beat())
         await DeferredList([port.stopListening() for port in self.ports])
         self.ports = []
         await self._drain()

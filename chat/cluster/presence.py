@@ -19,10 +19,10 @@ from typing import Any
 
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chat import logs
+from chat.cluster.heartbeat import Heartbeat
 from chat.cluster.keys import KEYS, Keys
 from chat.cluster.redisconn import RedisClient, RedisUnavailable
 from chat.presence import Presence
@@ -207,13 +207,13 @@ class RedisPresence:
         self._spawn = spawn
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._heartbeat_seconds = heartbeat_seconds
         self._on_lost = on_lost
         self.held: dict[str, Presence] = {}
         self.restored = True
         self.on_restored: list[Callable[[], None]] = []
-        self._heartbeat = LoopingCall(self._beat)
-        self._heartbeat.clock = clock
+        self._heartbeat = Heartbeat(
+            clock, heartbeat_seconds, self.refresh, "presence heartbeat"
+        )
         redis.on_connect.append(self._reconnected)
         redis.on_lost.append(self._cut_off)
 
@@ -303,14 +303,13 @@ class RedisPresence:
                 count=forgotten,
                 server=self._server_id,
             )
-        self._heartbeat.start(self._heartbeat_seconds, now=False)
+        self._heartbeat.start(now=False)
 
     async def stop(self) -> None:
         """
         Stop the heartbeat and release every entry this replica holds.
         """
-        if self._heartbeat.running:
-            self._heartbeat.stop()
+        self._heartbeat.stop()
         for folded in list(self.held):
             await self.release(folded, self._server_id)
 
@@ -331,18 +330,6 @@ class RedisPresence:
         self.restored = True
         for callback in list(self.on_restored):
             callback()
-
-    def _beat(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self._beat_safely())
-
-    async def _beat_safely(self) -> None:
-        # A failure must not stop the loop: the next beat tries again.
-        try:
-            await self.refresh()
-        except RedisUnavailable as e:
-            self.log.warn("presence heartbeat failed: {error}", error=str(e))
-        except Exception:
-            self.log.failure("presence heartbeat failed")
 
     async def refresh(self) -> None:
         """

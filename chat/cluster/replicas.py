@@ -12,12 +12,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IReactorTime
-from twisted.internet.task import LoopingCall
 from twisted.logger import Logger
 
 from chat import logs
+from chat.cluster.heartbeat import Heartbeat
 from chat.cluster.keys import KEYS, Keys
 from chat.cluster.redisconn import RedisClient, RedisUnavailable
 
@@ -86,20 +85,19 @@ class ReplicaStats:
         self._figures = figures
         self._keys = keys
         self._ttl_ms = int(ttl_seconds * 1000)
-        self._interval = interval_seconds
         self._started_at = clock.seconds()
-        self._loop = LoopingCall(self._beat)
-        self._loop.clock = clock
+        self.heartbeat = Heartbeat(
+            clock, interval_seconds, self.write, "writing the replica figures"
+        )
 
     def start(self) -> None:
-        self._loop.start(self._interval, now=True)
+        self.heartbeat.start(now=True)
 
     async def stop(self) -> None:
         """
         Stop writing and remove this replica from the list.
         """
-        if self._loop.running:
-            self._loop.stop()
+        self.heartbeat.stop()
         try:
             await self._redis.execute("DEL", self._keys.replica(self._server_id))
             await self._redis.execute("ZREM", self._keys.replicas, self._server_id)
@@ -107,20 +105,6 @@ class ReplicaStats:
             self.log.warn(
                 "could not withdraw the replica figures: {error}", error=str(e)
             )
-
-    def _beat(self) -> Deferred[None]:
-        return Deferred.fromCoroutine(self.beat())
-
-    async def beat(self) -> None:
-        """
-        Write the figures now; log, never raise, if that fails.
-        """
-        try:
-            await self.write()
-        except RedisUnavailable as e:
-            self.log.warn("could not write the replica figures: {error}", error=str(e))
-        except Exception:
-            self.log.failure("could not write the replica figures")
 
     async def write(self) -> None:
         figures = self._figures()
