@@ -38,6 +38,7 @@ from chat.cluster.replicas import Figures, ReplicaStats, live_replicas
 from chat.cluster.tokens import RedisTokens
 from chat.events import (
     DeliveryLog,
+    Event,
     GroupEvent,
     MessageEvent,
     NoticeEvent,
@@ -148,7 +149,7 @@ class CodecTests(SynchronousTestCase):
         message = Message(
             7, Kind.GROUP, "Alice", "#tea", "hello", datetime(2026, 12, 4, tzinfo=UTC)
         )
-        events = [
+        events: list[Event] = [
             MessageEvent(message),
             PresenceEvent("Alice", True),
             GroupEvent("invited", "tea", "Bob"),
