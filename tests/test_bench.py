@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any
 
@@ -396,7 +395,8 @@ class RunTests(TestCase):
     timeout = 120
 
     async def start_daemon(self) -> int:
-        directory = tempfile.mkdtemp(prefix="chat-bench-test-")
+        directory = self.mktemp()
+        os.makedirs(directory)
         settings = Settings(
             listen=["tcp:0:interface=127.0.0.1"],
             database="sqlite:" + os.path.join(directory, "chat.db"),

@@ -159,18 +159,50 @@ class Run:
 
     async def signup_all(self) -> None:
         started = self.now()
+        done = [0]
+
+        def counted(result: object) -> object:
+            done[0] += 1
+            return result
+
         signing = gatherResults(
             [
                 Deferred.fromCoroutine(
                     c.signup(self.names[c.index], self.plan.password)
-                )
+                ).addBoth(counted)
                 for c in self.live()
             ],
             consumeErrors=True,
         )
-        await self.bounded(signing, "signing up")
+        ticker = self._every_second(
+            lambda: (
+                f"[setup] signed up {done[0]}/{len(self.clients)}"
+                f" in {self.now() - started:.0f} s"
+            )
+        )
+        try:
+            await self.bounded(signing, "signing up")
+        finally:
+            ticker.stop()
         self.setup.signup_seconds = self.now() - started
         self.setup.signup_rate = rate(len(self.clients), self.setup.signup_seconds)
+
+    def _every_second(self, line: Callable[[], str]) -> LoopingCall:
+        """
+        Print C{line()} to the error stream every second (unless quiet),
+        starting a second from now.
+        """
+
+        def show() -> None:
+            if self.plan.progress:
+                print(line(), file=self.err, flush=True)
+
+        ticker = LoopingCall(show)
+        ticker.clock = self.reactor
+        ticker.start(PROGRESS_SECONDS, now=False).addErrback(
+            lambda f: self.log.failure("progress line failed", f)
+        )
+        return ticker
 
     async def bounded(self, work: Deferred[Any], what: str) -> Any:
         def late(result: object, timeout: float) -> None:
@@ -299,26 +331,20 @@ class Run:
     def _progress(
         self, label: str, phase: Phase, duration: float
     ) -> LoopingCall | None:
-        if not self.plan.progress or duration <= PROGRESS_AFTER_SECONDS:
+        if duration <= PROGRESS_AFTER_SECONDS:
             return None
         started = self.now()
         seen = [0]
 
-        def show() -> None:
+        def line() -> str:
             fresh = sorted(phase.latencies[seen[0] :])
             seen[0] = len(phase.latencies)
             p99 = percentile(fresh, 99) * 1000 if fresh else 0.0
-            line = progress_line(
+            return progress_line(
                 label, self.now() - started, duration, phase.sent, phase.unique, p99
             )
-            print(line, file=self.err, flush=True)
 
-        ticker = LoopingCall(show)
-        ticker.clock = self.reactor
-        ticker.start(PROGRESS_SECONDS, now=False).addErrback(
-            lambda f: self.log.failure("progress line failed", f)
-        )
-        return ticker
+        return self._every_second(line)
 
     def result(
         self,
