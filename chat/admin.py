@@ -240,6 +240,8 @@ class QuietSite(Site):
     A site that keeps no access log: probes come every few seconds.
     """
 
+    noisy = False
+
     def log(self, request: http.Request) -> None:
         pass
 

@@ -10,3 +10,10 @@ chat = ServiceMaker(
     "A chat server for telnet users and programs.",
     "chat",
 )
+
+chat_dashboard = ServiceMaker(
+    "chat dashboard",
+    "chat.dashboard_tap",
+    "The chat's dashboard: live figures, charts, health and a JSON API.",
+    "chat-dashboard",
+)
