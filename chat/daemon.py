@@ -12,7 +12,9 @@ session tokens live in Redis (L{chat.cluster}) instead of in the process.
 
 from __future__ import annotations
 
+import os
 import socket
+import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -160,6 +162,10 @@ class ChatDaemon(Service):
         self.log.failure("chat could not start", failure)
         self.ready.errback(failure)
         if self.reactor.running:
+            # twistd exits 0 whenever the reactor stops, so a replica that
+            # could not start ends the process itself, once shutdown is over,
+            # for its supervisor to see the failure.
+            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
             self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -181,3 +187,9 @@ class ChatDaemon(Service):
         self.passwords.stop()
         await self.db.stop()
         self.log.info("chat {server} stopped", server=self.settings.server_id)
+
+
+def _exit_failed() -> None:
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(1)

@@ -127,10 +127,6 @@ class CommandLineTests(TestCase):
         self.addCleanup(daemon.destroy)
         self.assertNotEqual(await daemon.run_to_exit(), 0)
 
-    test_unusable_listen_exits_non_zero.todo = (  # type: ignore[attr-defined]
-        "ChatDaemon stops the reactor after a failed start, and twistd then"
-        " exits with status 0"
-    )
 
 
 class ChattingTests(TestCase):
