@@ -177,10 +177,15 @@ class IKube(Interface):
         Coroutine: the Scale of Deployment C{name}.
         """
 
-    def replace_scale(scale: Scale, replicas: int) -> Any:
+    def patch_scale(
+        name: str,
+        replicas: int,
+        patch_type: str = MERGE_PATCH,
+        resource_version: str | None = None,
+    ) -> Any:
         """
-        Coroutine: write C{scale} back with C{replicas}; L{Conflict} if it
-        changed since it was read.
+        Coroutine: set the size of Deployment C{name}; with
+        C{resource_version}, L{Conflict} if its Scale changed since then.
         """
 
     def list_pods(selector: str) -> Any:

@@ -17,3 +17,10 @@ chat_dashboard = ServiceMaker(
     "The chat's dashboard: live figures, charts, health and a JSON API.",
     "chat-dashboard",
 )
+
+chat_scaler = ServiceMaker(
+    "chat scaler",
+    "chat.scaler_tap",
+    "Sizes the chat Deployment from the people online, through Kubernetes.",
+    "chat-scaler",
+)
