@@ -29,6 +29,7 @@ from chat import logs
 from chat.db import IDatabase, open_database
 from chat.events import NoticeEvent
 from chat.factory import ChatFactory, ConnectionRegistry
+from chat.guard import Limits
 from chat.passwords import Passwords
 from chat.presence import IPresence, LocalPresence
 from chat.records import utc_from_timestamp
@@ -57,6 +58,7 @@ class Settings:
     drain: float = DEFAULT_DRAIN
     redis: str | None = None
     passwords: Passwords | None = None
+    limits: Limits = field(default_factory=Limits)
 
 
 class ChatDaemon(Service):
@@ -75,7 +77,7 @@ class ChatDaemon(Service):
         self.settings = settings
         self.db: IDatabase = open_database(reactor, settings.database)
         self.passwords = settings.passwords or Passwords(reactor)
-        self.registry = ConnectionRegistry()
+        self.registry = ConnectionRegistry(settings.limits.per_address)
         store = Store(self.db)
         self.cluster: Cluster | None = None
         presence: IPresence = LocalPresence()
@@ -104,7 +106,7 @@ class ChatDaemon(Service):
             settings.server_id,
             tokens,
         )
-        self.factory = ChatFactory(self.service, self.registry)
+        self.factory = ChatFactory(self.service, self.registry, settings.limits)
         self.ports: list[IListeningPort] = []
         self.ready: Deferred[None] = Deferred()
         self.draining = False

@@ -19,6 +19,8 @@ from twisted.logger import Logger
 
 from chat import logs
 from chat.events import Event
+from chat.guard import Limits, is_loopback
+from chat.limits import CONNECTIONS_PER_ADDRESS, ConnectionCounter
 from chat.protocol import ChatProtocol
 from chat.service import ChatService
 
@@ -30,12 +32,26 @@ class ConnectionRegistry:
 
     log = Logger(observer=logs.observer)
 
-    def __init__(self) -> None:
+    def __init__(self, per_address: int = CONNECTIONS_PER_ADDRESS) -> None:
         self.connections: set[ChatProtocol] = set()
+        self._addresses = ConnectionCounter(per_address)
         self.by_user: dict[str, set[ChatProtocol]] = {}
         self._tasks: set[Deferred[Any]] = set()
         # Background tasks in flight, by name.
         self.running: Counter[str] = Counter()
+
+    def admit(self, host: str) -> bool:
+        """
+        Count a connection from C{host}; C{False} if it has too many already.
+        Loopback peers are not counted.
+        """
+        if not self._addresses.limit or is_loopback(host):
+            return True
+        return self._addresses.open(host)
+
+    def leave(self, host: str) -> None:
+        if self._addresses.limit and not is_loopback(host):
+            self._addresses.close(host)
 
     def add(self, connection: ChatProtocol) -> None:
         self.connections.add(connection)
@@ -98,11 +114,19 @@ class ChatFactory(ServerFactory):
     Builds a L{ChatProtocol} for each connection.
     """
 
-    def __init__(self, service: ChatService, registry: ConnectionRegistry) -> None:
+    noisy = False
+
+    def __init__(
+        self,
+        service: ChatService,
+        registry: ConnectionRegistry,
+        limits: Limits | None = None,
+    ) -> None:
         self.service = service
         self.registry = registry
+        self.limits = limits or Limits()
 
     def buildProtocol(self, addr: IAddress) -> ChatProtocol:
-        protocol = ChatProtocol(self.service, self.registry)
+        protocol = ChatProtocol(self.service, self.registry, self.limits)
         protocol.factory = self
         return protocol

@@ -9,10 +9,12 @@ gets its replies in order and cannot queue unbounded work.
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IDelayedCall
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
@@ -21,6 +23,7 @@ from chat import commands, logs, telnet
 from chat.commands import Command
 from chat.db import DatabaseUnavailable
 from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
+from chat.guard import FloodGuard, Limits, OutputGuard
 from chat.records import Group
 from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
 from chat.service import HISTORY_DEFAULT, ChatError, ChatService, Login, unavailable
@@ -57,9 +60,20 @@ class ChatProtocol(LineReceiver):
     MAX_LENGTH = MAX_LINE
     log = Logger(observer=logs.observer)
 
-    def __init__(self, service: ChatService, registry: ConnectionRegistry) -> None:
+    def __init__(
+        self,
+        service: ChatService,
+        registry: ConnectionRegistry,
+        limits: Limits | None = None,
+    ) -> None:
         self.service = service
         self.registry = registry
+        self.limits = limits or Limits()
+        self._flood = FloodGuard(service.clock, self.limits)
+        self._output = OutputGuard(self.limits.max_queued, self._not_reading)
+        self._login_timer: IDelayedCall | None = None
+        self._host = ""
+        self._admitted = False
         self.renderer: Renderer = TextRenderer()
         self.login: Login | None = None
         self.delivered = DeliveryLog(0)
@@ -75,11 +89,44 @@ class ChatProtocol(LineReceiver):
     # Connection life
 
     def connectionMade(self) -> None:
+        self._host = getattr(self.transport.getPeer(), "host", "")
+        if not self.registry.admit(self._host):
+            self._error(
+                ChatError(
+                    "too_many_connections",
+                    "too many connections from your address; close one first",
+                )
+            )
+            self.transport.loseConnection()
+            return
+        self._admitted = True
         self.registry.add(self)
+        self.transport.registerProducer(self._output, True)
+        if self.limits.login_timeout:
+            self._login_timer = self.service.clock.callLater(
+                self.limits.login_timeout, self._login_timed_out
+            )
         self._send(self.renderer.banner(self.service.server_id))
+
+    def _login_timed_out(self) -> None:
+        self._login_timer = None
+        self._error(ChatError("timeout", "no login within the time allowed; bye"))
+        self.transport.loseConnection()
+
+    def _not_reading(self) -> None:
+        self.log.info(
+            "{user} stopped reading; disconnecting", user=self.user or self._host
+        )
+        self._gone = True
+        self.transport.abortConnection()
 
     def connectionLost(self, reason: Failure | None = None) -> None:
         self._gone = True
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        if not self._admitted:
+            return
+        self.registry.leave(self._host)
         self.registry.remove(self)
         if self.login is not None:
             login, self.login = self.login, None
@@ -124,6 +171,8 @@ class ChatProtocol(LineReceiver):
             self._overflow = line[end + 1 :]
 
     def lineReceived(self, line: bytes) -> None:
+        if self._gone or self.transport.disconnecting:
+            return
         try:
             text = decode(line.rstrip(b"\r"))
         except BadEncoding as e:
@@ -140,7 +189,26 @@ class ChatProtocol(LineReceiver):
         except ChatError as e:
             self._error(e)
             return
+        if command.verb != "resume" and not self._allowed(command):
+            return
         self._run(command)
+
+    def _allowed(self, command: Command) -> bool:
+        verdict = self._flood.check()
+        if verdict == FloodGuard.REFUSE:
+            wait = max(1, math.ceil(self._flood.wait()))
+            self._error(
+                ChatError(
+                    "rate_limited",
+                    f"slow down: you are sending too fast; lines are dropped"
+                    f" for {wait} s",
+                ),
+                command.id,
+            )
+        elif verdict == FloodGuard.CUT:
+            self._error(ChatError("rate_limited", "flooding; disconnected"))
+            self.transport.loseConnection()
+        return verdict == FloodGuard.OK
 
     def _parse(self, text: str) -> Command:
         if isinstance(self.renderer, JsonRenderer) and text.startswith("{"):
@@ -218,9 +286,9 @@ class ChatProtocol(LineReceiver):
 
     def _send(self, lines: list[str]) -> None:
         if not self._gone:
-            self.transport.writeSequence(
-                [line.encode("utf-8") + b"\r\n" for line in lines]
-            )
+            data = [line.encode("utf-8") + b"\r\n" for line in lines]
+            self.transport.writeSequence(data)
+            self._output.wrote(sum(map(len, data)))
 
     def _error(self, error: ChatError, id: Any = None) -> None:
         self.service.metrics.errors.labels(error.code).inc()
@@ -316,6 +384,9 @@ class ChatProtocol(LineReceiver):
             self.registry.spawn("logout", self.service.logout(login))
             return False
         self.login = login
+        if self._login_timer is not None and self._login_timer.active():
+            self._login_timer.cancel()
+        self._login_timer = None
         self.delivered = DeliveryLog(login.seen_up_to)
         self._touched = self.service.clock.seconds()
         self.registry.register(login.folded, self)

@@ -20,6 +20,13 @@ from chat.daemon import (
     ChatDaemon,
     Settings,
 )
+from chat.guard import Limits
+from chat.limits import (
+    COMMAND_BURST,
+    COMMAND_RATE,
+    CONNECTIONS_PER_ADDRESS,
+    LOGIN_TIMEOUT,
+)
 
 ENVIRONMENT = {
     "database": "CHAT_DATABASE",
@@ -27,6 +34,10 @@ ENVIRONMENT = {
     "log-level": "CHAT_LOG_LEVEL",
     "drain": "CHAT_DRAIN_SECONDS",
     "redis": "CHAT_REDIS",
+    "command-rate": "CHAT_COMMAND_RATE",
+    "command-burst": "CHAT_COMMAND_BURST",
+    "max-per-address": "CHAT_MAX_PER_ADDRESS",
+    "login-timeout": "CHAT_LOGIN_TIMEOUT",
 }
 LISTEN_ENVIRONMENT = "CHAT_LISTEN"
 
@@ -67,6 +78,33 @@ class Options(usage.Options):
             " at shutdown [$CHAT_DRAIN_SECONDS]",
         ],
         [
+            "command-rate",
+            None,
+            str(COMMAND_RATE),
+            "commands per second one connection may send after its burst;"
+            " 0 for no limit [$CHAT_COMMAND_RATE]",
+        ],
+        [
+            "command-burst",
+            None,
+            str(COMMAND_BURST),
+            "commands one connection may send at once [$CHAT_COMMAND_BURST]",
+        ],
+        [
+            "max-per-address",
+            None,
+            str(CONNECTIONS_PER_ADDRESS),
+            "open connections allowed from one address (loopback is not"
+            " counted); 0 for no limit [$CHAT_MAX_PER_ADDRESS]",
+        ],
+        [
+            "login-timeout",
+            None,
+            str(LOGIN_TIMEOUT),
+            "seconds a connection may stay without logging in; 0 for no limit"
+            " [$CHAT_LOGIN_TIMEOUT]",
+        ],
+        [
             "log-level",
             None,
             "info",
@@ -99,6 +137,20 @@ class Options(usage.Options):
             raise usage.UsageError("--drain takes a number of seconds") from None
         if not 0 <= self["drain"] <= 25:
             raise usage.UsageError("--drain must be between 0 and 25 seconds")
+        try:
+            self.limits = Limits(
+                command_burst=int(self["command-burst"]),
+                command_rate=float(self["command-rate"]),
+                per_address=int(self["max-per-address"]),
+                login_timeout=float(self["login-timeout"]),
+            )
+        except ValueError:
+            raise usage.UsageError(
+                "--command-rate, --command-burst, --max-per-address and"
+                " --login-timeout take numbers"
+            ) from None
+        if min(self.limits.command_burst, self.limits.command_rate) < 0:
+            raise usage.UsageError("rate limits cannot be negative")
         try:
             logs.set_level(self["log-level"])
         except ValueError as e:
@@ -135,6 +187,7 @@ def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
         database=options["database"],
         drain=options["drain"],
         redis=options["redis"] or None,
+        limits=options.limits,
     )
     if options["server-id"]:
         settings.server_id = options["server-id"]

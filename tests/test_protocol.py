@@ -477,9 +477,9 @@ class ThrottleTests(ProtocolTestCase):
         name exists or not, and the wait passes with time.
         """
         await self.harness.user("alice")
-        client = self.harness.connect()
-        client.output()
         for name in ("alice", "nobody1"):
+            client = self.harness.connect()
+            client.output()
             for _ in range(FAILURES_FREE):
                 await client.send(f"/login {name} wrong-password")
             self.assertEqual(
