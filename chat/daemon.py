@@ -26,10 +26,12 @@ from twisted.internet.task import deferLater
 from twisted.logger import Logger
 
 from chat import logs
+from chat.admin import Readiness, admin_resource, listen_admin
 from chat.db import IDatabase, open_database
 from chat.events import NoticeEvent
 from chat.factory import ChatFactory, ConnectionRegistry
 from chat.guard import Limits
+from chat.metrics import CONTENT_TYPE
 from chat.passwords import Passwords
 from chat.presence import IPresence, LocalPresence
 from chat.records import utc_from_timestamp
@@ -59,6 +61,8 @@ class Settings:
     redis: str | None = None
     passwords: Passwords | None = None
     limits: Limits = field(default_factory=Limits)
+    # The endpoint of /healthz, /readyz and /metrics; None for none.
+    admin: str | None = None
 
 
 class ChatDaemon(Service):
@@ -107,8 +111,11 @@ class ChatDaemon(Service):
             tokens,
         )
         self.factory = ChatFactory(self.service, self.registry, settings.limits)
+        self.service.metrics.watch(self.registry)
         self.ports: list[IListeningPort] = []
+        self.admin_port: IListeningPort | None = None
         self.ready: Deferred[None] = Deferred()
+        self.started = False
         self.draining = False
 
     def startService(self) -> None:
@@ -117,6 +124,8 @@ class ChatDaemon(Service):
         d.addCallbacks(self.ready.callback, self._failed_to_start)
 
     async def _start(self) -> None:
+        if self.settings.admin:
+            await self._listen_admin(self.settings.admin)
         await self.db.start()
         now = time_param(utc_from_timestamp(self.reactor.seconds()))
         await migrate(self.db, now)
@@ -132,6 +141,24 @@ class ChatDaemon(Service):
                 server=self.settings.server_id,
                 address=port.getHost(),
             )
+        self.started = True
+
+    async def _listen_admin(self, description: str) -> None:
+        """
+        Serve /healthz, /readyz and /metrics; ready needs the database and,
+        in cluster mode, Redis.
+        """
+        checks = {"database": self.db.ping}
+        if self.cluster is not None:
+            redis = self.cluster.redis
+            checks["redis"] = lambda: redis.execute("PING")
+        readiness = Readiness(
+            self.reactor, checks, lambda: self.started, lambda: self.draining
+        )
+        metrics = self.service.metrics.exposition
+        resource = admin_resource(readiness, metrics, CONTENT_TYPE)
+        self.admin_port = await listen_admin(self.reactor, description, resource)
+        self.log.info("admin endpoint on {address}", address=self.admin_port.getHost())
 
     async def _drain(self) -> None:
         """
@@ -188,6 +215,8 @@ class ChatDaemon(Service):
             await self.cluster.stop()
         self.passwords.stop()
         await self.db.stop()
+        if self.admin_port is not None:
+            await self.admin_port.stopListening()
         self.log.info("chat {server} stopped", server=self.settings.server_id)
 
 

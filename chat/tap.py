@@ -34,12 +34,14 @@ ENVIRONMENT = {
     "log-level": "CHAT_LOG_LEVEL",
     "drain": "CHAT_DRAIN_SECONDS",
     "redis": "CHAT_REDIS",
+    "admin": "CHAT_ADMIN",
     "command-rate": "CHAT_COMMAND_RATE",
     "command-burst": "CHAT_COMMAND_BURST",
     "max-per-address": "CHAT_MAX_PER_ADDRESS",
     "login-timeout": "CHAT_LOGIN_TIMEOUT",
 }
 LISTEN_ENVIRONMENT = "CHAT_LISTEN"
+DEFAULT_ADMIN = "tcp:8080"
 
 
 class Options(usage.Options):
@@ -69,6 +71,12 @@ class Options(usage.Options):
             "cluster mode: Redis URL redis://HOST:PORT/DB or unix:/PATH?db=N,"
             " shared by every replica; needs a postgresql:// database"
             " [$CHAT_REDIS]",
+        ],
+        [
+            "admin",
+            None,
+            DEFAULT_ADMIN,
+            "endpoint of /healthz, /readyz and /metrics, or none [$CHAT_ADMIN]",
         ],
         [
             "drain",
@@ -188,6 +196,7 @@ def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
         drain=options["drain"],
         redis=options["redis"] or None,
         limits=options.limits,
+        admin=None if options["admin"].lower() == "none" else options["admin"],
     )
     if options["server-id"]:
         settings.server_id = options["server-id"]

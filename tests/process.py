@@ -61,11 +61,14 @@ def child_environment(extra: Mapping[str, str]) -> dict[str, str]:
     This process's environment without any C{CHAT_} setting, plus C{extra}.
 
     The checkout comes first on C{PYTHONPATH}, so the daemon runs the code
-    under test whether or not the package is installed.
+    under test whether or not the package is installed.  The admin endpoint
+    is off unless a test asks for one, so that no test binds its default
+    port.
     """
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     paths = [str(CHECKOUT), os.environ.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    env["CHAT_ADMIN"] = "none"
     env.update(extra)
     return env
 

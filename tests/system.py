@@ -10,11 +10,12 @@ that killed replicas leave behind reaches another test.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
+from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from chat.cluster.keys import KEYS
@@ -22,6 +23,7 @@ from chat.cluster.presence import encode_presence
 from chat.cluster.redisconn import RedisClient, parse_redis_url
 from chat.dashboard_tap import DashboardService
 from chat.presence import Presence
+from tests.httpclient import Answer, fetch
 from tests.process import TWISTD, DaemonProcess, LineClient, connect, start_daemon
 from tests.servers import LOCALHOST, PostgresServer, RedisServer, shared_postgres
 
@@ -29,6 +31,9 @@ PASSWORD = "correct horse"
 # The dashboard samples fast in tests, so that charts fill within seconds.
 SAMPLE_SECONDS = 0.5
 SCALER_HEARTBEAT_TTL_MS = 60_000
+POLL_SECONDS = 0.25
+# Replicas write their figures every 10 s.
+FIGURES_BOUND_SECONDS = 25.0
 
 # KEYS: presence entry, index.  ARGV: entry JSON, TTL ms, folded name.
 _PRESENCE = """
@@ -174,3 +179,21 @@ async def put_presence(
 
 def names_of(online: Iterable[dict[str, Any]]) -> list[str]:
     return sorted(person["name"] for person in online)
+
+
+async def until(
+    url: str, holds: Callable[[Answer], bool], what: str, bound: float = 15.0
+) -> Answer:
+    """
+    GET C{url} until the answer satisfies C{holds}; fail after C{bound} s.
+    """
+    deadline = reactor.seconds() + bound
+    while True:
+        answer = await fetch(url)
+        if holds(answer):
+            return answer
+        if reactor.seconds() > deadline:
+            raise AssertionError(
+                f"{what}: not within {bound}s; last answer {answer.code}: {answer.text}"
+            )
+        await deferLater(reactor, POLL_SECONDS, lambda: None)

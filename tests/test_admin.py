@@ -5,6 +5,8 @@ the chat's metrics, and a real replica's probes and metrics.
 
 from __future__ import annotations
 
+import re
+import signal
 from typing import Any
 
 from twisted.internet import reactor
@@ -22,7 +24,10 @@ from chat.admin import (
 )
 from chat.metrics import CONTENT_TYPE, ChatMetrics
 from tests.harness import Harness
-from tests.httpclient import fetch
+from tests.httpclient import Answer, fetch
+from tests.process import DaemonProcess, connect, start_daemon
+from tests.servers import LOCALHOST, PostgresServer
+from tests.system import System, until
 
 
 async def passing() -> None:
@@ -235,3 +240,111 @@ class ChatMetricsTests(TestCase):
         one.resumes.inc()
         self.assertEqual(sample(one.exposition(), "chat_resumes_total"), 1)
         self.assertEqual(sample(two.exposition(), "chat_resumes_total"), 0)
+
+
+ADMIN_LOG = re.compile(r"admin endpoint on IPv4Address\(.*?port=(\d+)\)")
+
+
+async def admin_base(replica: DaemonProcess) -> str:
+    """
+    The base URL of a replica's admin endpoint, from its log.
+    """
+    await replica.wait_for_log("admin endpoint on")
+    found = ADMIN_LOG.search(replica.output)
+    assert found is not None, replica.log_tail()
+    return f"http://{LOCALHOST}:{found.group(1)}"
+
+
+async def until_code(url: str, code: int, what: str, bound: float = 15.0) -> Answer:
+    return await until(url, lambda answer: answer.code == code, what, bound)
+
+
+ADMIN = ["--admin", f"tcp:0:interface={LOCALHOST}"]
+
+
+class ReplicaAdminTests(TestCase):
+    """
+    The admin endpoint of a real C{twistd -n chat}.
+    """
+
+    timeout = 120
+
+    async def test_probes_and_metrics(self) -> None:
+        """
+        A single replica is alive and ready, and its metrics count a
+        sign-up, its messages, its connection and an error.
+        """
+        replica = await start_daemon(self, ADMIN)
+        base = await admin_base(replica)
+        self.assertEqual((await fetch(base + "/healthz")).json(), {"alive": True})
+        ready = await fetch(base + "/readyz")
+        self.assertEqual(ready.code, 200)
+        self.assertEqual(sorted(ready.json()["checks"]), ["database"])
+
+        alice = await connect(replica.port)
+        alice.send("/signup alice correct horse")
+        await alice.expect("Welcome, alice!")
+        alice.send("/msg * hello")
+        await alice.expect("hello")
+        alice.send("/msg nobody hi")
+        await alice.expect("error:")
+        metrics = (await fetch(base + "/metrics")).body
+        self.assertEqual(sample(metrics, 'chat_logins_total{kind="signup"}'), 1)
+        self.assertEqual(sample(metrics, 'chat_messages_total{kind="broadcast"}'), 1)
+        self.assertEqual(sample(metrics, 'chat_errors_total{code="no_such_user"}'), 1)
+        self.assertEqual(sample(metrics, "chat_connections"), 1)
+        self.assertEqual(sample(metrics, "chat_sessions"), 1)
+        self.assertIn(b"chat_delivery_seconds_bucket", metrics)
+        alice.send("/quit")
+        await alice.closed
+
+    async def test_not_ready_while_draining(self) -> None:
+        """
+        /readyz turns 503 while the replica drains its connections, and
+        /healthz stays 200.
+        """
+        replica = await start_daemon(self, [*ADMIN, "--drain", "4"])
+        base = await admin_base(replica)
+        alice = await connect(replica.port)
+        alice.send("/signup alice correct horse")
+        await alice.expect("Welcome, alice!")
+        stopping = Deferred.fromCoroutine(replica.stop())
+        answer = await until_code(base + "/readyz", 503, "not ready while draining")
+        self.assertEqual(
+            (answer.json()["draining"], answer.json()["ready"]), (True, False)
+        )
+        self.assertEqual((await fetch(base + "/healthz")).code, 200)
+        self.assertEqual(await stopping, -signal.SIGTERM)
+
+    async def test_not_ready_without_redis_or_postgresql(self) -> None:
+        """
+        A cluster replica is not ready while Redis or PostgreSQL cannot be
+        reached, names the one that failed, and is ready again once it is
+        back.
+        """
+        postgres = PostgresServer()
+        self.addCleanup(postgres.destroy)
+        system = System(self, postgres)
+        replica = await system.replica("one", *ADMIN)
+        base = await admin_base(replica)
+        ready = await fetch(base + "/readyz")
+        self.assertEqual(ready.code, 200)
+        self.assertEqual(sorted(ready.json()["checks"]), ["database", "redis"])
+
+        system.redis_server.kill()
+        answer = await until_code(base + "/readyz", 503, "not ready without Redis")
+        checks = answer.json()["checks"]
+        self.assertFalse(checks["redis"]["ok"])
+        self.assertTrue(checks["redis"]["error"])
+        self.assertTrue(checks["database"]["ok"])
+        self.assertEqual((await fetch(base + "/healthz")).code, 200)
+        system.redis_server.start()
+        await until_code(base + "/readyz", 200, "ready with Redis back")
+
+        postgres.stop()
+        answer = await until_code(base + "/readyz", 503, "not ready without PostgreSQL")
+        checks = answer.json()["checks"]
+        self.assertFalse(checks["database"]["ok"])
+        self.assertTrue(checks["redis"]["ok"])
+        postgres.start()
+        await until_code(base + "/readyz", 200, "ready with PostgreSQL back")

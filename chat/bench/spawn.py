@@ -59,6 +59,8 @@ def child_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     paths = [str(CODE_ROOT), os.environ.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
+    # A throwaway daemon needs no admin endpoint on the default port.
+    env["CHAT_ADMIN"] = "none"
     return env
 
 
