@@ -320,8 +320,9 @@ class Scaler:
     async def _publish(self, now: float, outcome: _Outcome) -> None:
         decision = outcome.decision
         self.metrics.decisions.labels(decision.action.value).inc()
-        if decision.current is not None:
-            self.metrics.current.set(decision.current)
+        size = decision.target if outcome.applied else decision.current
+        if size is not None:
+            self.metrics.current.set(size)
         if decision.desired is not None:
             self.metrics.desired.set(decision.desired)
         record = self._record(decision, outcome.applied)
@@ -491,7 +492,7 @@ class ScalerService(Service):
         self.log.info(
             "chat-scaler sizing deployment {namespace}/{deployment} through"
             " {source}: {users_per_pod} people per pod, {min}..{max} replicas,"
-            " a poll every {interval}s, scale-down after {delay}s{dry_run}",
+            " a poll every {interval:g}s, scale-down after {delay:g}s{dry_run}",
             namespace=target.namespace,
             deployment=target.deployment,
             source=access.source,

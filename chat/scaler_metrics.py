@@ -25,7 +25,7 @@ class ScalerMetrics:
         )
         self.current = Gauge(
             "chat_scaler_current_replicas",
-            "The chat Deployment's size as last read",
+            "The chat Deployment's size as last read or set",
             registry=self.registry,
         )
         self.desired = Gauge(
