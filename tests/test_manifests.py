@@ -474,7 +474,7 @@ class SecretTests(SynchronousTestCase):
         self.assertGreaterEqual(len(password), 24)
         for path in render.HERE.rglob("*"):
             if path.is_file():
-                self.assertNotIn(password, path.read_text(encoding="utf-8"))
+                self.assertNotIn(password.encode(), path.read_bytes(), path)
 
     def test_no_literal_secret(self) -> None:
         """
