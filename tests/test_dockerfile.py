@@ -226,7 +226,7 @@ class DockerfileTests(SynchronousTestCase):
         exposed = {
             int(p) for k, a in instructions() if k == "EXPOSE" for p in a.split()
         }
-        parameters: list[list[Any]] = tap.Options.optParameters
+        parameters: Any = tap.Options.optParameters
         admin = {o[0]: o[2] for o in parameters}["admin"]
         self.assertEqual(
             {
