@@ -11,7 +11,6 @@ from typing import Any
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred
-from twisted.internet.task import deferLater
 from twisted.trial.unittest import TestCase
 
 from chat.presence import Presence
@@ -19,6 +18,7 @@ from chat.timeline import History, Sample
 from tests.httpclient import Answer, fetch
 from tests.servers import PostgresServer
 from tests.system import (
+    FIGURES_BOUND_SECONDS,
     SAMPLE_SECONDS,
     DashboardProcess,
     System,
@@ -26,30 +26,10 @@ from tests.system import (
     put_presence,
     record_decision,
     scaler_heartbeat,
+    until,
 )
 
-POLL_SECONDS = 0.25
-# Replicas write their figures every 10 s.
-FIGURES_BOUND_SECONDS = 25.0
 HOSTILE = "<img src=x onerror=alert(1)>"
-
-
-async def until(
-    url: str, holds: Callable[[Answer], bool], what: str, bound: float = 15.0
-) -> Answer:
-    """
-    GET C{url} until the answer satisfies C{holds}; fail after C{bound} s.
-    """
-    deadline = reactor.seconds() + bound
-    while True:
-        answer = await fetch(url)
-        if holds(answer):
-            return answer
-        if reactor.seconds() > deadline:
-            raise AssertionError(
-                f"{what}: not within {bound}s; last answer {answer.code}: {answer.text}"
-            )
-        await deferLater(reactor, POLL_SECONDS, lambda: None)
 
 
 def decision(
@@ -66,6 +46,8 @@ def decision(
         "target": target,
         "action": action,
         "reason": reason,
+        "dry_run": False,
+        "applied": action != "hold",
     }
 
 

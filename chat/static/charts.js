@@ -12,8 +12,10 @@
 
 const Charts = (() => {
   const SVG = "http://www.w3.org/2000/svg";
-  const WIDTH = 600;
+  const WIDTH = 420;
   const HEIGHT = 220;
+  // The narrowest time range drawn, so that a young history is not a dot.
+  const MIN_SPAN_SECONDS = 10;
   const MARGIN = { left: 46, right: 14, top: 12, bottom: 26 };
   const Y_TICKS = 4;
   const X_TICKS = 4;
@@ -72,9 +74,12 @@ const Charts = (() => {
       return;
     }
 
-    const first = times[0];
-    const last = times[times.length - 1];
-    const span = Math.max(last - first, 60);
+    // The range covers the samples and the markers among them.
+    const markers = (spec.markers || []).filter((m) => Number.isFinite(m.time));
+    const markerTimes = markers.map((marker) => marker.time);
+    const first = Math.min(times[0], ...markerTimes);
+    const last = Math.max(times[times.length - 1], ...markerTimes);
+    const span = Math.max(last - first, MIN_SPAN_SECONDS);
     const start = last - span;
     const values = spec.series.flatMap((s) => s.values.filter((v) => v !== null));
     const top = niceMax(Math.max(0, ...values), spec.integer);
@@ -97,11 +102,8 @@ const Charts = (() => {
         class: "axis-label" }, clock(t));
     }
 
-    for (const marker of spec.markers || []) {
-      if (marker.time < start || marker.time > last + span) {
-        continue;
-      }
-      const at = Math.min(x(marker.time), WIDTH - MARGIN.right);
+    for (const marker of markers) {
+      const at = x(marker.time);
       const group = node(svg, "g", { class: `marker-group ${marker.className}` });
       node(group, "title", {}, marker.label);
       node(group, "line", { x1: at, x2: at, y1: MARGIN.top, y2: MARGIN.top + plotHeight,

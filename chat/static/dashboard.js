@@ -173,7 +173,13 @@ function showDecisions(status) {
   const decisions = (status.autoscaler && status.autoscaler.decisions) || [];
   const items = decisions.map((decision) => {
     const item = make("li", decision.action);
-    item.appendChild(make("span", "action", decision.action));
+    let action = decision.action;
+    if (decision.dry_run) {
+      action += " (dry run)";
+    } else if (decision.applied === false && decision.action !== "hold") {
+      action += " (not applied)";
+    }
+    item.appendChild(make("span", "action", action));
     item.appendChild(make("span", "sizes", decisionText(decision)));
     item.appendChild(make("span", "when", timeOfDay(decision.time)));
     item.appendChild(make("span", "reason", decision.reason));
