@@ -31,6 +31,7 @@ from chat.bench.scenarios import Broadcast, Groups, Private
 from chat.bench.stats import median, percentile, summarize
 from chat.bench.tracker import Books, message_text, parse_text
 from chat.daemon import ChatDaemon, Settings
+from chat.guard import Limits
 from chat.passwords import Passwords, cheap_hasher
 
 STAT_TAIL = "S 1 2 3 4 5 6 7 8 9 10 {utime} {stime} 0 0 20 0 1 0 100 2000 30"
@@ -389,7 +390,8 @@ class ReportTests(SynchronousTestCase):
 class RunTests(TestCase):
     """
     A small run of the message scenarios against a real daemon (in this
-    process, with cheap password hashing so that sign-up is quick).
+    process, with cheap password hashing so that sign-up is quick, and
+    without the per-connection limits, as C{--spawn} runs it).
     """
 
     timeout = 120
@@ -403,6 +405,7 @@ class RunTests(TestCase):
             server_id="bench-test",
             passwords=Passwords(reactor, cheap_hasher()),
             drain=0.0,
+            limits=Limits(command_rate=0, login_timeout=0),
         )
         daemon = ChatDaemon(reactor, settings)
         daemon.startService()
@@ -433,8 +436,7 @@ class RunTests(TestCase):
             progress=False,
         )
         run = Run(reactor, plan, ProcessStats(os.getpid()))
-        await run.connect_all()
-        await run.signup_all()
+        await run.join_all()
         for scenario in plan.scenarios:
             for kind in plan.kinds:
                 await run.message_phase(scenario, kind, 1)

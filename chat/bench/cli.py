@@ -84,6 +84,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     where.add_argument("--database", default="", help="with --spawn: database URL")
     where.add_argument("--redis", default="", help="with --spawn: Redis URL")
     where.add_argument(
+        "--keep-limits",
+        action="store_true",
+        help="with --spawn: keep the daemon's command rate limit and login"
+        " timeout (by default they are off, so that the tool measures capacity)",
+    )
+    where.add_argument(
         "--server-pid",
         type=int,
         help="PID of the local daemon behind the first target: its CPU and"
@@ -151,8 +157,8 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.spawn == bool(args.target):
         parser.error("give either --spawn or --target")
-    if (args.database or args.redis) and not args.spawn:
-        parser.error("--database and --redis go with --spawn")
+    if (args.database or args.redis or args.keep_limits) and not args.spawn:
+        parser.error("--database, --redis and --keep-limits go with --spawn")
     args.scenarios = tuple(
         name.strip()
         for text in args.scenario or ["private"]
@@ -229,8 +235,7 @@ async def execute(run: Run) -> None:
     and last the reconnect scenario, which kills the server.
     """
     plan = run.plan
-    await run.connect_all()
-    await run.signup_all()
+    await run.join_all()
     for number in range(1, plan.repeat + 1):
         for scenario in plan.scenarios:
             if scenario in MESSAGE_SCENARIOS:
@@ -255,7 +260,12 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
             count = 2 if "reconnect" in args.scenarios else 1
             for n in range(count):
                 server = SpawnedServer(
-                    reactor, directory, f"bench-{n}", args.database, args.redis
+                    reactor,
+                    directory,
+                    f"bench-{n}",
+                    args.database,
+                    args.redis,
+                    limits=args.keep_limits,
                 )
                 servers.append(server)
                 await server.start()
@@ -326,9 +336,8 @@ def _report(run: Run, args: argparse.Namespace) -> bool:
         print(table(summary))
     setup = run.setup
     print(
-        f"\nsetup: {len(run.clients)} connections in {setup.connect_seconds:.1f} s,"
-        f" signed up in {setup.signup_seconds:.1f} s"
-        f" ({setup.signup_rate:.1f}/s)"
+        f"\nsetup: {len(run.clients)} connections connected and signed up in"
+        f" {setup.signup_seconds:.1f} s ({setup.signup_rate:.1f}/s)"
     )
     for result in results:
         if result.extra and set(result.extra) != {"errors"}:

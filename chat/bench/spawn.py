@@ -4,7 +4,8 @@ A throwaway C{twistd -n chat} for one benchmark run.
 It listens on 127.0.0.1 on a free port, keeps its SQLite database (unless a
 database URL is given) and its log in a temporary directory, and is stopped
 by its PID at the end: SIGTERM, then SIGKILL if it lingers.  Several can share
-one database, as replicas do.
+one database, as replicas do.  Unless asked to keep them, it runs without the
+per-connection command rate limit and login timeout.
 """
 
 from __future__ import annotations
@@ -37,6 +38,12 @@ LOG_TAIL_CHARS = 3000
 CODE_ROOT = Path(chat.__file__).resolve().parent.parent
 # twisted.scripts.twistd has no main guard, so "python -m" on it does nothing.
 TWISTD = [sys.executable, "-c", "from twisted.scripts.twistd import run; run()"]
+
+
+# The tool measures what the server can do, not its per-connection limits:
+# a saturating sender would meet the command rate limit, and connections
+# waiting their turn to sign up would meet the login timeout.
+NO_LIMITS = ["--command-rate", "0", "--login-timeout", "0"]
 
 
 class SpawnFailed(RuntimeError):
@@ -88,12 +95,14 @@ class SpawnedServer:
         server_id: str,
         database: str = "",
         redis: str = "",
+        limits: bool = False,
     ) -> None:
         self.reactor = reactor
         self.directory = directory
         self.server_id = server_id
         self.database = database or f"sqlite:{directory / 'chat.db'}"
         self.redis = redis
+        self.limits = limits
         self.address = Address(LOCALHOST, free_port())
         self.log_path = directory / f"{server_id}.log"
         self._child = _Ended()
@@ -109,6 +118,8 @@ class SpawnedServer:
         ]
         command += ["--database", self.database, "--server-id", self.server_id]
         command += ["--drain", "0"]
+        if not self.limits:
+            command += NO_LIMITS
         if self.redis:
             command += ["--redis", self.redis]
         return command
@@ -136,6 +147,10 @@ class SpawnedServer:
         Start the daemon and return once it accepts connections.
         """
         self.log.info("starting {command}", command=" ".join(self.command))
+        # Stopped however the run ends, even by a signal to this process.
+        self.reactor.addSystemEventTrigger(
+            "before", "shutdown", lambda: Deferred.fromCoroutine(self.stop())
+        )
         self._transport = self.reactor.spawnProcess(
             self._child,
             TWISTD[0],
