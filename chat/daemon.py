@@ -216,7 +216,9 @@ class ChatDaemon(Service):
         self.passwords.stop()
         await self.db.stop()
         if self.admin_port is not None:
-            await self.admin_port.stopListening()
+            stopped = self.admin_port.stopListening()
+            if stopped is not None:
+                await stopped
         self.log.info("chat {server} stopped", server=self.settings.server_id)
 
 

@@ -202,7 +202,9 @@ class DashboardService(Service):
             # Fires once a sample in progress is done.
             await self._sampling
         if self.port is not None:
-            await self.port.stopListening()
+            stopped = self.port.stopListening()
+            if stopped is not None:
+                await stopped
         await self.redis.stop()
         await self.db.stop()
         self.log.info("dashboard stopped")
