@@ -37,6 +37,7 @@ from chat.records import (
 )
 from chat.sessions import ITokens, LocalTokens
 from chat.storage import DuplicateRef, NameTaken, Store
+from chat.text import neutralise
 
 HISTORY_DEFAULT = 50
 HISTORY_MAX = 500
@@ -346,7 +347,7 @@ class ChatService:
             return Sent(earlier, duplicate=True)
 
     async def _send(self, me: User, target: str, text: str, ref: str | None) -> Message:
-        text = text.strip()
+        text = neutralise(text).strip()
         if not text:
             raise ChatError("bad_request", "the message is empty")
         if len(text) > MAX_MESSAGE:
@@ -426,7 +427,7 @@ class ChatService:
             names.check_name(name, "group name")
         except names.InvalidName as e:
             raise ChatError("invalid_name", str(e)) from e
-        description = description.strip()
+        description = neutralise(description).strip()
         if len(description) > names.MAX_DESCRIPTION:
             raise ChatError(
                 "bad_request",

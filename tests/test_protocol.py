@@ -508,3 +508,21 @@ class LookAlikeNameTests(ProtocolTestCase):
             self.assertIn("looks too much like the existing name", lines[0])
         lines = await client.send("/signup alicia password123")
         self.assertTrue(lines[0].startswith("Welcome, alicia!"))
+
+
+class StoredTextTests(ProtocolTestCase):
+    async def test_control_characters_are_never_stored(self) -> None:
+        """
+        A NUL or an escape sent inside a JSON string is neutralised before it
+        is stored, so no database ever sees it.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="password123")
+        await client.send_json(cmd="group_create", name="devs", description="a\u0000b")
+        reply = await client.send_json(cmd="msg", target="*", text="x\u0000\u001b[2Jy")
+        self.assertEqual(reply[0]["message"]["text"], "x\ufffd\ufffd[2Jy")
+        history = await self.harness.store.broadcast_history(1)
+        self.assertEqual(history[0].body, "x\ufffd\ufffd[2Jy")
+        groups = await client.send_json(cmd="groups")
+        self.assertEqual(groups[0]["groups"][0]["description"], "a\ufffdb")
