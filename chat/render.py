@@ -273,7 +273,13 @@ class JsonRenderer:
             "broadcast": away.broadcast,
         }
         return self._out(
-            "ok", id, cmd=cmd, user=login.user.name, away=counts, token=login.token
+            "ok",
+            id,
+            cmd=cmd,
+            user=login.user.name,
+            away=counts,
+            token=login.token,
+            last_id=login.seen_up_to,
         )
 
     def resumed(self, resumed: Resumed, id: Any) -> list[str]:
@@ -286,6 +292,7 @@ class JsonRenderer:
             token=login.token,
             missed=len(resumed.missed),
             gap=resumed.gap,
+            last_id=login.seen_up_to,
         )
 
     def pong(self, id: Any) -> list[str]:

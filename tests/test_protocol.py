@@ -398,6 +398,7 @@ class JsonModeTests(ProtocolTestCase):
             cmd="signup", name="alice", password="password123", id=1
         )
         self.assertGreaterEqual(len(login[0].pop("token")), 43)
+        self.assertEqual(login[0].pop("last_id"), 0)
         self.assertEqual(
             login,
             [
