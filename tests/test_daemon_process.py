@@ -128,7 +128,6 @@ class CommandLineTests(TestCase):
         self.assertNotEqual(await daemon.run_to_exit(), 0)
 
 
-
 class ChattingTests(TestCase):
     async def setUp(self) -> None:
         self.daemon = await start_daemon(self, ["--server-id", "replica-a"])
