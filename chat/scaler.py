@@ -73,13 +73,18 @@ READY_INTERVALS = 3
 
 _HINTS = {
     "unauthorized": "the API server refused the credentials",
-    "forbidden": "the service account lacks a permission (see docs/scaler.md)",
+    "forbidden": "the role needs get and patch on deployments/scale, list and"
+    " patch on pods",
     "not_found": "check --namespace and --deployment",
     "conflict": "the Scale kept changing while it was being written",
 }
 
 
 class CensusLike(Protocol):
+    """
+    What a poll needs of L{chat.census.Census}.
+    """
+
     async def read(self) -> Reading: ...
 
     async def record(self, decision: dict[str, Any]) -> None: ...
