@@ -44,6 +44,17 @@ class ConnectionClosed(Exception):
     """
 
 
+class CertificateRejected(Exception):
+    """
+    The server's TLS certificate failed verification, so the server may not
+    be who it claims to be; trying again would not change that.
+    """
+
+    def __init__(self, detail: str) -> None:
+        super().__init__(f"the server's certificate could not be verified: {detail}")
+        self.detail = detail
+
+
 class ConnectionListener(Protocol):
     """
     Whoever shows the user what the server pushes.

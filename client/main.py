@@ -6,19 +6,25 @@ from __future__ import annotations
 
 import argparse
 from collections.abc import Sequence
+from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import CancelledError, Deferred
 from twisted.internet.interfaces import IReactorTime
+from twisted.internet.ssl import platformTrust
 from twisted.internet.task import react
 from twisted.logger import Logger, globalLogBeginner, textFileLogObserver
 
 from client.api import ChatApi
-from client.connection import ConnectionClosed
+from client.connection import CertificateRejected, ConnectionClosed
 from client.console import Console, TerminalModes
 from client.render import clean
 from client.screens import Screens
 from client.session import Address, Connector, Session, tcp_connector
+from client.tls import load_trust_root, tls_connector
 from client.ui import ConsoleUi, Quit
+
+if TYPE_CHECKING:
+    from twisted.internet._sslverify import IOpenSSLTrustRoot
 
 QUIT_TIMEOUT_SECONDS = 2.0
 
@@ -37,6 +43,16 @@ def parse_address(text: str) -> Address:
     return Address(host, int(port))
 
 
+def trust_root_file(path: str) -> IOpenSSLTrustRoot:
+    """
+    The certificates of the PEM file at C{path}, as the only ones trusted.
+    """
+    try:
+        return load_trust_root(path)
+    except (OSError, ValueError) as e:
+        raise argparse.ArgumentTypeError(f"cannot use {path!r}: {e}") from e
+
+
 def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(
         prog="chat-client",
@@ -53,10 +69,36 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         metavar="HOST:PORT",
         help="other servers of the same chat service, tried in turn",
     )
+    parser.add_argument(
+        "--tls",
+        action="store_true",
+        help="connect over TLS and verify each server's certificate against its"
+        " host name",
+    )
+    parser.add_argument(
+        "--cafile",
+        metavar="FILE",
+        type=trust_root_file,
+        dest="trust_root",
+        help="with --tls, trust the certificates of this PEM file instead of the"
+        " system's certificate authorities",
+    )
     parser.add_argument("--log-file", help="append diagnostic logs to this file")
     options = parser.parse_args(argv)
+    if options.trust_root is not None and not options.tls:
+        parser.error("--cafile only makes sense with --tls")
     options.addresses = [Address(options.host, options.port), *options.more]
     return options
+
+
+def connector_for(reactor: Any, options: argparse.Namespace) -> Connector:
+    """
+    Plain TCP, or TLS trusting the --cafile or else the system's authorities.
+    """
+    if not options.tls:
+        return tcp_connector(reactor)
+    trust_root = options.trust_root or platformTrust()  # type: ignore[no-untyped-call]
+    return tls_connector(reactor, trust_root)
 
 
 async def session(
@@ -81,6 +123,9 @@ async def session(
     ui.editor.on_interrupt = interrupt
     try:
         await connecting
+    except CertificateRejected as e:
+        ui.say(f"Cannot connect to {clean(str(chat.address))}: {clean(str(e))}")
+        return 1
     except Exception as e:
         # Cancelling a name lookup surfaces as a lookup error, not a cancel.
         if not interrupted:
@@ -137,7 +182,8 @@ async def run(
     console = Console(reactor)
     modes.make_raw()
     ui = ConsoleUi(console.editor)
-    status = await session(reactor, options.addresses, ui)
+    connect = connector_for(reactor, options)
+    status = await session(reactor, options.addresses, ui, connect)
     await console.close()
     if status:
         raise SystemExit(status)
@@ -145,7 +191,7 @@ async def run(
 
 def main(argv: Sequence[str] | None = None) -> None:
     """
-    The C{chat-client HOST PORT [HOST:PORT ...]} command.
+    The C{chat-client [--tls [--cafile FILE]] HOST PORT [HOST:PORT ...]} command.
     """
     options = parse_args(argv)
     if options.log_file:

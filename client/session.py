@@ -9,7 +9,8 @@ session with its token, or logs in again with a password the listener asks
 for if the server no longer knows the token.  Commands typed meanwhile wait
 in order; those that were sent but not answered are sent again when that is
 safe, which for C{msg} is what its C{ref} is for.  Only C{quit}, L{close}, a
-failed second login or a takeover by another connection end the session.
+failed second login, a takeover by another connection or a server certificate
+that fails verification end the session.
 """
 
 from __future__ import annotations
@@ -30,6 +31,7 @@ from twisted.python.failure import Failure
 from client.background import spawn
 from client.backoff import Backoff
 from client.connection import (
+    CertificateRejected,
     ConnectionClosed,
     JsonLineProtocol,
     JsonObject,
@@ -255,7 +257,9 @@ class Session:
         """
         Connect for the first time, trying each address once, in order.
 
-        Fails with the error of the last address if none of them works.
+        Fails with the error of the last address if none of them works, or
+        at once with L{CertificateRejected}: a server that cannot prove who
+        it is stops the client rather than being quietly skipped.
         """
         error: Exception = ConnectionClosed("no address to connect to")
         for index in range(len(self._addresses)):
@@ -263,6 +267,13 @@ class Session:
             try:
                 await self._open(self.address)
             except CancelledError:
+                raise
+            except CertificateRejected as e:
+                self.log.warn(
+                    "not connecting to {address}: {error}",
+                    address=str(self.address),
+                    error=str(e),
+                )
                 raise
             except Exception as e:
                 self.log.info(
@@ -416,6 +427,13 @@ class Session:
                     link = await self._open(self.address)
                 except CancelledError:
                     raise
+                except CertificateRejected as e:
+                    self.log.warn(
+                        "stopped reconnecting to {address}: {error}",
+                        address=str(self.address),
+                        error=str(e),
+                    )
+                    raise SessionOver(f"Cannot reconnect to {self.address}: {e}") from e
                 except Exception as e:
                     self.log.info(
                         "reconnecting to {address} failed: {error}",
