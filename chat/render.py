@@ -108,8 +108,12 @@ class TextRenderer:
     def mode(self, mode: str) -> list[str]:
         return [f"ok: {mode} mode"]
 
-    def _token(self, token: str) -> str:
-        return f"token: {token} (if you are cut off, /resume {token} within 10 minutes)"
+    def _token(self, token: str) -> list[str]:
+        return [
+            f"token: {token}",
+            "If you are cut off, connect again and type /resume and this token"
+            " within 10 minutes.",
+        ]
 
     def welcome(self, cmd: str, login: Login, id: Any) -> list[str]:
         user = login.user.name
@@ -117,7 +121,7 @@ class TextRenderer:
             first = f"Welcome, {user}! Your account is ready. /help lists commands."
         else:
             first = f"Welcome back, {user}! {_away_text(login.away)}"
-        return [first, self._token(login.token)]
+        return [first, *self._token(login.token)]
 
     def resumed(self, resumed: Resumed, id: Any) -> list[str]:
         login = resumed.login
@@ -126,7 +130,7 @@ class TextRenderer:
         return [
             f"Welcome back, {login.user.name}! Session resumed;"
             f" {count} message{plural} arrived while you were away.",
-            self._token(login.token),
+            *self._token(login.token),
         ]
 
     def pong(self, id: Any) -> list[str]:

@@ -49,7 +49,7 @@ class ResumeTests(ProtocolTestCase):
         new_token = token_of(lines)
         self.assertNotEqual(new_token, token)
         self.assertEqual(
-            lines[2:],
+            lines[3:],
             ["[15:00] bob (private): first", "[15:00] bob to everyone: second"],
         )
         await bob.send("/msg alice live")
