@@ -29,6 +29,9 @@ class PhaseResult:
     one arrived.  CPU figures are the
     server's, from the start of sending until every delivery arrived (or the
     drain gave up); C{None} when the server is not a local process we know.
+    C{client_cpu_seconds} is this tool's own, and C{load_average} the
+    machine's one-minute load at the end: both tell whether the figures were
+    limited by the machine rather than by the server.
     """
 
     scenario: str
@@ -51,6 +54,7 @@ class PhaseResult:
     rss_before: int | None = None
     rss_after: int | None = None
     client_cpu_seconds: float | None = None
+    load_average: float | None = None
     refused: dict[str, int] = field(default_factory=dict)
     unacked: int = 0
     duplicates: int = 0
@@ -148,6 +152,7 @@ def medians(results: Sequence[PhaseResult]) -> list[PhaseResult]:
             "seconds", "sent", "acked", "send_rate", "deliveries", "expected",
             "delivery_rate", "server_cpu_seconds", "cpu_per_1k_messages",
             "cpu_per_1k_deliveries", "rss_before", "rss_after", "client_cpu_seconds",
+            "load_average",
         ):  # fmt: skip
             setattr(middle, name, _median_of(runs, attrgetter(name)))
         latency = {

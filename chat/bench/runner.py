@@ -96,7 +96,6 @@ class Setup:
     signup_seconds: float = 0.0
     signup_rate: float = 0.0
     groups_seconds: float = 0.0
-    notes: list[str] = field(default_factory=list)
 
 
 class Run:
@@ -304,6 +303,7 @@ class Run:
         extra["errors"] = extra.get("errors", 0) + self._closed_in_phase
         result = self.result(scenario, mode, run, phase, load, before, after)
         result.client_cpu_seconds = cpu_used(mine, mine_after)
+        result.load_average = os.getloadavg()[0]
         result.extra.update(extra)
         self.results.append(result)
         return result
