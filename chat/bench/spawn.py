@@ -66,10 +66,10 @@ def child_environment() -> dict[str, str]:
     env = {k: v for k, v in os.environ.items() if not k.startswith("CHAT_")}
     paths = [str(CODE_ROOT), os.environ.get("PYTHONPATH", "")]
     env["PYTHONPATH"] = os.pathsep.join(p for p in paths if p)
-    # A throwaway daemon needs no admin endpoint on the default port, and a
-    # load generator must not be held back by the per-connection rate limit.
+    # A throwaway daemon needs no admin endpoint on the default port.  Its
+    # limits are set on its command line (see NO_LIMITS), so that
+    # --keep-limits can leave them as they are.
     env["CHAT_ADMIN"] = "none"
-    env.setdefault("CHAT_COMMAND_RATE", "0")
     return env
 
 
