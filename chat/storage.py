@@ -12,6 +12,7 @@ from collections.abc import Awaitable, Callable
 from datetime import UTC, datetime
 from typing import Any
 
+from chat.batching import MAX_BATCH_ROWS, BatchWriter
 from chat.db import IDatabase, IntegrityViolation, Row, Transaction
 from chat.names import skeleton
 from chat.records import (
@@ -81,6 +82,15 @@ _MESSAGE_SELECT = """
 """
 
 
+# The tail of every message insert: a ref that its sender already used leaves
+# the row out and returns nothing, instead of failing the statement, which on
+# PostgreSQL would spoil every other message of the same group commit.
+_UNLESS_REF_USED = (
+    " ON CONFLICT (sender_id, client_ref) WHERE client_ref IS NOT NULL"
+    " DO NOTHING RETURNING id"
+)
+
+
 def _message(row: Row) -> Message:
     id_, kind, sender, other, body, created = row
     kind = Kind(kind)
@@ -109,8 +119,9 @@ class Store:
     Users, messages, groups and the sessions log.
     """
 
-    def __init__(self, db: IDatabase) -> None:
+    def __init__(self, db: IDatabase, max_batch_rows: int = MAX_BATCH_ROWS) -> None:
         self._db = db
+        self._writer = BatchWriter(db, max_batch_rows)
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         async def work(txn: Transaction) -> list[Row]:
@@ -178,14 +189,15 @@ class Store:
     # Messages
 
     async def _insert_message(
-        self, work: Callable[[Transaction], Awaitable[int]], ref: str | None
+        self, work: Callable[[Transaction], Awaitable[int | None]], ref: str | None
     ) -> int:
-        try:
-            return await self._db.transaction(work)
-        except IntegrityViolation as e:
-            if ref is None:
-                raise
-            raise DuplicateRef(ref) from e
+        # Messages sent at about the same time share a transaction and so a
+        # commit; each caller still hears only after that commit.
+        id_ = await self._writer.submit(work)
+        if id_ is None:
+            assert ref is not None, "a message without a ref was left out"
+            raise DuplicateRef(ref)
+        return id_
 
     async def find_by_ref(self, sender: User, ref: str) -> Message | None:
         """
@@ -227,7 +239,7 @@ class Store:
         """
         low, high = sorted((sender.id, recipient.id))
 
-        async def work(txn: Transaction) -> int:
+        async def work(txn: Transaction) -> int | None:
             await txn.execute(
                 "INSERT INTO conversations (user_low, user_high, created_at)"
                 " VALUES (?, ?, ?) ON CONFLICT (user_low, user_high) DO NOTHING",
@@ -237,10 +249,10 @@ class Store:
                 "INSERT INTO messages (kind, sender_id, conversation_id, body,"
                 " created_at, client_ref)"
                 " SELECT 'private', ?, id, ?, ?, ? FROM conversations"
-                " WHERE user_low = ? AND user_high = ? RETURNING id",
+                " WHERE user_low = ? AND user_high = ?" + _UNLESS_REF_USED,
                 (sender.id, body, time_param(now), ref, low, high),
             )
-            return int(rows[0][0])
+            return int(rows[0][0]) if rows else None
 
         id_ = await self._insert_message(work, ref)
         return Message(id_, Kind.PRIVATE, sender.name, recipient.name, body, now)
@@ -248,8 +260,9 @@ class Store:
     async def _insert_one(
         self, sql: str, params: tuple[Any, ...], ref: str | None
     ) -> int:
-        async def work(txn: Transaction) -> int:
-            return int((await txn.execute(sql, params))[0][0])
+        async def work(txn: Transaction) -> int | None:
+            rows = await txn.execute(sql + _UNLESS_REF_USED, params)
+            return int(rows[0][0]) if rows else None
 
         return await self._insert_message(work, ref)
 
@@ -263,7 +276,7 @@ class Store:
     ) -> Message:
         id_ = await self._insert_one(
             "INSERT INTO messages (kind, sender_id, group_id, body, created_at,"
-            " client_ref) VALUES ('group', ?, ?, ?, ?, ?) RETURNING id",
+            " client_ref) VALUES ('group', ?, ?, ?, ?, ?)",
             (sender.id, group.id, body, time_param(now), ref),
             ref,
         )
@@ -275,7 +288,7 @@ class Store:
     ) -> Message:
         id_ = await self._insert_one(
             "INSERT INTO messages (kind, sender_id, body, created_at, client_ref)"
-            " VALUES ('broadcast', ?, ?, ?, ?) RETURNING id",
+            " VALUES ('broadcast', ?, ?, ?, ?)",
             (sender.id, body, time_param(now), ref),
             ref,
         )
