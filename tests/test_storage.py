@@ -10,18 +10,19 @@ hide.
 from __future__ import annotations
 
 import os
+from collections.abc import Awaitable, Callable, Coroutine
 from datetime import UTC, datetime, timedelta, timezone
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from twisted.internet import reactor
 from twisted.internet.defer import Deferred, gatherResults
 from twisted.trial.unittest import TestCase
 
-from chat.db import IDatabase, Row, open_database
+from chat.db import IDatabase, IntegrityViolation, Row, Transaction, open_database
 from chat.names import fold
-from chat.records import AwayCounts, Group, Kind, Member, Role, User
+from chat.records import AwayCounts, Group, Kind, Member, Message, Role, User
 from chat.schema import MIGRATIONS, migrate
-from chat.storage import NameTaken, Store, time_value
+from chat.storage import DuplicateRef, NameTaken, Store, time_value
 from tests.servers import shared_postgres
 
 if TYPE_CHECKING:
@@ -40,6 +41,51 @@ def at(seconds: float) -> datetime:
     The moment C{seconds} after L{T0}.
     """
     return T0 + timedelta(seconds=seconds)
+
+
+T = TypeVar("T")
+
+
+class CountingDatabase:
+    """
+    A real runner that counts the transactions asked of it.
+    """
+
+    def __init__(self, db: IDatabase) -> None:
+        self._db = db
+        self.dialect = db.dialect
+        self.transactions = 0
+
+    async def start(self) -> None:
+        await self._db.start()
+
+    async def stop(self) -> None:
+        await self._db.stop()
+
+    async def transaction(self, work: Callable[[Transaction], Awaitable[T]]) -> T:
+        self.transactions += 1
+        return await self._db.transaction(work)
+
+    async def ping(self) -> None:
+        await self._db.ping()
+
+
+async def settled(call: Coroutine[Any, Any, T]) -> T | Exception:
+    """
+    What C{call} returns, or the exception it raises.
+    """
+    try:
+        return await call
+    except Exception as e:
+        return e
+
+
+async def all_at_once(calls: list[Coroutine[Any, Any, T]]) -> list[T | Exception]:
+    """
+    Start every call before any has finished; their outcomes, in order.
+    """
+    started = [Deferred.fromCoroutine(settled(call)) for call in calls]
+    return await gatherResults(started)
 
 
 class StoreContract(_Base):
@@ -282,6 +328,113 @@ class StoreContract(_Base):
         self.assertEqual(times, [expected] * 6)
         for value in times:
             self.assertIs(value.tzinfo, UTC)
+
+    # Client references and group commit
+
+    async def test_ref_used_again_is_refused(self) -> None:
+        """
+        A ref that its sender already used raises L{DuplicateRef}, whatever
+        the kind of message, stores nothing, and leaves the original findable;
+        another sender may use the same ref.
+        """
+        alice, bob = await self.user("alice"), await self.user("bob")
+        tea = await self.group(alice, "tea")
+        first = await self.store.add_private(alice, bob, "first", at(1), "r1")
+        for again in [
+            self.store.add_private(alice, bob, "again", at(2), "r1"),
+            self.store.add_group_message(alice, tea, "again", at(3), "r1"),
+            self.store.add_broadcast(alice, "again", at(4), "r1"),
+        ]:
+            with self.assertRaises(DuplicateRef):
+                await again
+        theirs = await self.store.add_broadcast(bob, "theirs", at(5), "r1")
+        self.assertGreater(theirs.id, first.id)
+        self.assertEqual(await self.store.count_messages(), 2)
+        self.assertEqual(await self.store.find_by_ref(alice, "r1"), first)
+        self.assertEqual(await self.store.find_by_ref(bob, "r1"), theirs)
+
+    async def test_concurrent_messages_share_transactions(self) -> None:
+        """
+        300 messages sent at once all get distinct ids, increasing in the
+        order they were sent, are all stored and read back as returned, and
+        take a few transactions: the first alone, then up to 200 per commit.
+        """
+        counting = CountingDatabase(self.db)
+        store = Store(counting)
+        alice, bob = await self.user("alice"), await self.user("bob")
+        tea = await self.group(alice, "tea")
+        calls: list[Coroutine[Any, Any, Message]] = []
+        for i in range(100):
+            calls.append(store.add_private(alice, bob, f"p{i}", at(i)))
+            calls.append(store.add_group_message(bob, tea, f"g{i}", at(i), f"g{i}"))
+            calls.append(store.add_broadcast(alice, f"b{i}", at(i), f"b{i}"))
+        before = counting.transactions
+
+        sent = await gatherResults([Deferred.fromCoroutine(c) for c in calls])
+
+        self.assertEqual(counting.transactions - before, 3)
+        ids = [m.id for m in sent]
+        self.assertEqual(ids, sorted(set(ids)))
+        self.assertEqual(await self.store.count_messages(), 300)
+        self.assertEqual(await self.store.private_history(bob, alice, 500), sent[0::3])
+        self.assertEqual(await self.store.group_history(tea, 500), sent[1::3])
+        self.assertEqual(await self.store.broadcast_history(500), sent[2::3])
+
+    async def test_duplicate_ref_fails_only_its_caller(self) -> None:
+        """
+        In messages sent at once, a ref used before and a ref used twice in
+        the same batch fail only those callers with L{DuplicateRef}; the
+        others are stored, with ids in the order they were sent.
+        """
+        alice, bob = await self.user("alice"), await self.user("bob")
+        tea = await self.group(alice, "tea")
+        old = await self.store.add_private(alice, bob, "old", at(0), "old")
+        outcomes = await all_at_once(
+            [
+                self.store.add_private(alice, bob, "one", at(1), "a"),
+                self.store.add_private(bob, alice, "two", at(2), "old"),
+                self.store.add_group_message(alice, tea, "three", at(3), "b"),
+                self.store.add_broadcast(alice, "four", at(4), "old"),
+                self.store.add_group_message(alice, tea, "five", at(5), "b"),
+                self.store.add_private(alice, bob, "six", at(6)),
+            ]
+        )
+        refused = [i for i, o in enumerate(outcomes) if isinstance(o, Exception)]
+        self.assertEqual(refused, [3, 4])
+        for i in refused:
+            self.assertIsInstance(outcomes[i], DuplicateRef)
+        stored = [o for o in outcomes if isinstance(o, Message)]
+        self.assertEqual([m.body for m in stored], ["one", "two", "three", "six"])
+        ids = [m.id for m in stored]
+        self.assertEqual(ids, sorted(set(ids)))
+        self.assertGreater(ids[0], old.id)
+        self.assertEqual(await self.store.count_messages(), 5)
+        self.assertEqual(await self.store.find_by_ref(alice, "old"), old)
+        self.assertEqual(await self.store.find_by_ref(alice, "b"), stored[2])
+        self.assertEqual(await self.store.find_by_ref(bob, "old"), stored[1])
+
+    async def test_faulty_message_fails_only_its_caller(self) -> None:
+        """
+        A message that breaks a constraint, sent with others, fails its own
+        caller with L{IntegrityViolation}; the others are stored.
+        """
+        alice, bob = await self.user("alice"), await self.user("bob")
+        outcomes = await all_at_once(
+            [
+                self.store.add_broadcast(alice, "first", at(1)),
+                self.store.add_private(alice, bob, "fine", at(2), "x"),
+                self.store.add_private(alice, alice, "to myself", at(3), "y"),
+                self.store.add_private(bob, alice, "also fine", at(4), "y"),
+            ]
+        )
+        self.assertIsInstance(outcomes[2], IntegrityViolation)
+        stored = [o for i, o in enumerate(outcomes) if i != 2]
+        self.assertEqual(
+            [m.body for m in stored if isinstance(m, Message)],
+            ["first", "fine", "also fine"],
+        )
+        self.assertEqual(await self.store.count_messages(), 3)
+        self.assertIsNone(await self.store.find_by_ref(alice, "y"))
 
     # Away counts
 
