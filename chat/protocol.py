@@ -26,7 +26,14 @@ from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceE
 from chat.guard import FloodGuard, Limits, OutputGuard
 from chat.records import Group
 from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
-from chat.service import HISTORY_DEFAULT, ChatError, ChatService, Login, unavailable
+from chat.service import (
+    HISTORY_DEFAULT,
+    ChatError,
+    ChatService,
+    Login,
+    Resumed,
+    unavailable,
+)
 from chat.text import BadEncoding, decode
 
 if TYPE_CHECKING:
@@ -376,9 +383,12 @@ class ChatProtocol(LineReceiver):
         if self._adopt(login):
             self._send(self.renderer.welcome(verb, login, id))
 
-    def _adopt(self, login: Login) -> bool:
+    def _adopt(self, login: Login, shown_up_to: int | None = None) -> bool:
         """
         Make C{login} this connection's session, unless it closed meanwhile.
+
+        Messages up to C{shown_up_to} (by default the login's C{seen_up_to})
+        count as shown already.
         """
         if self._gone:
             self.registry.spawn("logout", self.service.logout(login))
@@ -387,7 +397,9 @@ class ChatProtocol(LineReceiver):
         if self._login_timer is not None and self._login_timer.active():
             self._login_timer.cancel()
         self._login_timer = None
-        self.delivered = DeliveryLog(login.seen_up_to)
+        self.delivered = DeliveryLog(
+            login.seen_up_to if shown_up_to is None else shown_up_to
+        )
         self._touched = self.service.clock.seconds()
         self.registry.register(login.folded, self)
         return True
@@ -399,10 +411,13 @@ class ChatProtocol(LineReceiver):
         resumed = await self.service.resume(
             command.args[0], int(last_id) if last_id else None
         )
-        if not self._adopt(resumed.login):
+        # The replay is marked message by message rather than up to its
+        # highest id, which a message stored late with a lower id may follow.
+        if not self._adopt(resumed.login, resumed.after):
             return
         self._send(self.renderer.resumed(resumed, command.id))
         for message in resumed.missed:
+            self.delivered.first_time(message.id)
             self._send(self.renderer.event(MessageEvent(message), self.user, ""))
         if resumed.gap:
             notice = NoticeEvent(
@@ -410,6 +425,22 @@ class ChatProtocol(LineReceiver):
                 " away; the older ones are in /history"
             )
             self._send(self.renderer.event(notice, self.user, ""))
+        else:
+            await self._stored_during_resume(resumed)
+
+    async def _stored_during_resume(self, resumed: Resumed) -> None:
+        """
+        Show what was stored while the resume ran.
+
+        The replay was read before this connection was registered, and until
+        then live messages for the person reached no connection here, so the
+        database is read once more; what was shown already is skipped.
+        """
+        login = resumed.login
+        for message in await self.service.stored_after(login, resumed.after):
+            if self.login is not login:
+                return
+            self.deliver(MessageEvent(message))
 
     def replaced(self) -> None:
         """

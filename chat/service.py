@@ -98,12 +98,14 @@ class Resumed:
     """
     A resumed session and what the person missed, oldest first.
 
-    C{gap} is true when more was missed than one resume delivers.
+    C{after} is the message id the missed ones come after; C{gap} is true
+    when more was missed than one resume delivers.
     """
 
     login: Login
     missed: list[Message]
     gap: bool
+    after: int = 0
 
 
 @dataclass(frozen=True)
@@ -265,7 +267,14 @@ class ChatService:
             self.router.deliver_all(PresenceEvent(user.name, True))
         self.metrics.resumes.inc()
         login = Login(user, session_id, away, seen, new_token)
-        return Resumed(login, missed, gap)
+        return Resumed(login, missed, gap, last_id)
+
+    async def stored_after(self, login: Login, after: int) -> list[Message]:
+        """
+        Messages for the person of C{login} with an id above C{after}, oldest
+        first, as many as one resume delivers.
+        """
+        return await self.store.messages_for(login.user, after, RESUME_MAX)
 
     async def heartbeat(self, login: Login) -> None:
         """
