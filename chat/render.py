@@ -125,7 +125,7 @@ class TextRenderer:
 
     def resumed(self, resumed: Resumed, id: Any) -> list[str]:
         login = resumed.login
-        count = len(resumed.missed)
+        count = login.away.total
         plural = "s" if count != 1 else ""
         return [
             f"Welcome back, {login.user.name}! Session resumed;"
@@ -294,7 +294,7 @@ class JsonRenderer:
             cmd="resume",
             user=login.user.name,
             token=login.token,
-            missed=len(resumed.missed),
+            missed=login.away.total,
             gap=resumed.gap,
             last_id=login.seen_up_to,
         )

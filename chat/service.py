@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -43,8 +43,13 @@ HISTORY_DEFAULT = 50
 HISTORY_MAX = 500
 MAX_MESSAGE = 2000
 MAX_REF = 64
-# The most missed messages one resume sends; older ones stay in /history.
+# The most missed messages one resume sends, the newest; older ones stay in
+# /history.
 RESUME_MAX = 1000
+# A resume also replays what was stored this many seconds before the client's
+# last id: ids are taken before commit and replicas publish independently, so
+# a message with a lower id can arrive after a higher one.
+REORDER_WINDOW = 10.0
 
 
 class ChatError(Exception):
@@ -249,8 +254,12 @@ class ChatService:
         )
         if last_id is None:
             last_id = await self.store.seen_up_to(user)
-        batch = await self.store.messages_for(user, last_id, RESUME_MAX + 1)
-        missed, gap = batch[:RESUME_MAX], len(batch) > RESUME_MAX
+        stamp = await self.store.message_time(last_id) if last_id else None
+        since = stamp - timedelta(seconds=REORDER_WINDOW) if stamp else None
+        batch = await self.store.messages_for(
+            user, last_id, RESUME_MAX + 1, since=since, newest=True
+        )
+        missed, gap = batch[-RESUME_MAX:], len(batch) > RESUME_MAX
         seen = max([last_id] + [m.id for m in missed])
         session_id = await self.store.record_login(
             user, self.server_id, self.now(), "resume"
@@ -258,10 +267,11 @@ class ChatService:
         self.log.info(
             "{user} resumed, {count} missed", user=user.name, count=len(missed)
         )
+        new = [m for m in missed if m.id > last_id]
         away = AwayCounts(
-            private=sum(m.kind is Kind.PRIVATE for m in missed),
-            group=sum(m.kind is Kind.GROUP for m in missed),
-            broadcast=sum(m.kind is Kind.BROADCAST for m in missed),
+            private=sum(m.kind is Kind.PRIVATE for m in new),
+            group=sum(m.kind is Kind.GROUP for m in new),
+            broadcast=sum(m.kind is Kind.BROADCAST for m in new),
         )
         if not was_online:
             self.router.deliver_all(PresenceEvent(user.name, True))

@@ -209,20 +209,46 @@ class Store:
         )
         return _message(rows[0]) if rows else None
 
-    async def messages_for(self, user: User, after: int, limit: int) -> list[Message]:
+    async def messages_for(
+        self,
+        user: User,
+        after: int,
+        limit: int,
+        since: datetime | None = None,
+        newest: bool = False,
+    ) -> list[Message]:
         """
         Messages by others that C{user} can receive with an id above C{after},
         in id order: their private conversations, their groups and broadcasts.
+
+        @param since: also those stored at or after this time, whatever their
+            id; ids are taken before commit, so near the newest one a lower
+            id can become visible later.
+        @param newest: keep the last C{limit} rather than the first.
         """
+        newer = "m.id > ?" if since is None else "(m.id > ? OR m.created_at >= ?)"
+        bounds: tuple[Any, ...] = (
+            (after,) if since is None else (after, time_param(since))
+        )
         rows = await self._query(
-            _MESSAGE_SELECT + " WHERE m.id > ? AND m.sender_id <> ?"
+            _MESSAGE_SELECT + f" WHERE {newer} AND m.sender_id <> ?"
             " AND (m.kind = 'broadcast' OR c.user_low = ? OR c.user_high = ?"
             "  OR m.group_id IN (SELECT group_id FROM group_members"
             "   WHERE user_id = ?))"
-            " ORDER BY m.id LIMIT ?",
-            (after, user.id, user.id, user.id, user.id, limit),
+            f" ORDER BY m.id {'DESC' if newest else 'ASC'} LIMIT ?",
+            (*bounds, user.id, user.id, user.id, user.id, limit),
         )
-        return [_message(r) for r in rows]
+        messages = [_message(r) for r in rows]
+        return messages[::-1] if newest else messages
+
+    async def message_time(self, message_id: int) -> datetime | None:
+        """
+        When a message was stored.
+        """
+        rows = await self._query(
+            "SELECT created_at FROM messages WHERE id = ?", (message_id,)
+        )
+        return time_value(rows[0][0]) if rows else None
 
     async def add_private(
         self,
