@@ -16,7 +16,7 @@ that fails verification end the session.
 from __future__ import annotations
 
 import random as _random
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -39,6 +39,9 @@ from client.connection import (
 )
 from client.heartbeat import PING_INTERVAL_SECONDS, SILENCE_LIMIT_SECONDS, Heartbeat
 from client.model import Away
+
+# How many message ids the session remembers having passed on.
+SHOWN_MEMORY = 4096
 
 CONNECT_TIMEOUT_SECONDS = 10.0
 MODE_TIMEOUT_SECONDS = 10.0
@@ -236,6 +239,9 @@ class Session:
         self.user: str | None = None
         self.token: str | None = None
         self.last_id = 0
+        # Message ids already passed on: a resume replays a few seconds
+        # before last_id, and those must not reach the screens twice.
+        self._shown: OrderedDict[int, None] = OrderedDict()
         self._password: str | None = None
         self.ended: Deferred[str | None] = Deferred()
 
@@ -344,12 +350,27 @@ class Session:
         return link
 
     def _event_received(self, link: _Link, event: JsonObject) -> None:
-        if link is not self._link:
+        if link is not self._link or self._seen_before(event):
             return
         self.last_id = max(self.last_id, highest_message_id(event))
         if event["type"] == "notice":
             self._notice(event)
         self._listener.event_received(event)
+
+    def _seen_before(self, event: JsonObject) -> bool:
+        """
+        Whether C{event} is a message that was passed on already.
+        """
+        message = event.get("message") if event.get("type") == "message" else None
+        id = message.get("id") if isinstance(message, dict) else None
+        if not isinstance(id, int):
+            return False
+        if id in self._shown:
+            return True
+        self._shown[id] = None
+        if len(self._shown) > SHOWN_MEMORY:
+            self._shown.popitem(last=False)
+        return False
 
     def _notice(self, event: JsonObject) -> None:
         code = event.get("code")
