@@ -21,6 +21,7 @@ from twisted.logger import Logger
 
 from chat import logs
 from chat.cluster.keys import KEYS, Keys
+from chat.cluster.presence import LUA_NOW_MS, LUA_PRESENCE_ENTRIES
 from chat.cluster.redisconn import RedisClient, RedisUnavailable
 from chat.scaling import Observation, Reading, Unreadable
 
@@ -30,9 +31,10 @@ DECISIONS_KEPT = 200
 # KEYS: the index of people online, the index of replicas.  ARGV: presence
 # key prefix, replica hash key prefix.  Answers JSON: Redis's time in ms, the
 # people counted by replica, and the updated_at of each live replica.
-_CENSUS = """
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
+_CENSUS = (
+    LUA_NOW_MS
+    + LUA_PRESENCE_ENTRIES
+    + """
 local replicas = {}
 for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')) do
   local updated = redis.call('HGET', ARGV[2] .. id, 'updated_at')
@@ -42,20 +44,13 @@ for _, id in ipairs(redis.call('ZRANGEBYSCORE', KEYS[2], now, '+inf')) do
 end
 local people = {}
 local names = redis.call('ZRANGEBYSCORE', KEYS[1], '(' .. now, '+inf')
-for first = 1, #names, 500 do
-  local keys = {}
-  for i = first, math.min(first + 499, #names) do
-    keys[#keys + 1] = ARGV[1] .. names[i]
-  end
-  for _, entry in ipairs(redis.call('MGET', unpack(keys))) do
-    if entry then
-      local server = cjson.decode(entry).server
-      people[server] = (people[server] or 0) + 1
-    end
-  end
+for _, entry in ipairs(presence_entries(names, ARGV[1])) do
+  local server = cjson.decode(entry).server
+  people[server] = (people[server] or 0) + 1
 end
 return cjson.encode({now = now, people = people, replicas = replicas})
 """
+)
 
 
 class BadCensus(ValueError):

@@ -21,7 +21,11 @@ from twisted.logger import Logger
 from chat import logs
 from chat.admin import CHECK_TIMEOUT_SECONDS, CheckResult, run_check, within
 from chat.cluster.keys import KEYS, Keys
-from chat.cluster.presence import decode_presence
+from chat.cluster.presence import (
+    LUA_NOW_MS,
+    LUA_PRESENCE_ENTRIES,
+    decode_presence,
+)
 from chat.cluster.redisconn import RedisClient
 from chat.cluster.replicas import live_replicas
 from chat.db import IDatabase
@@ -35,24 +39,13 @@ DECISIONS_READ = 50
 
 # KEYS: the index of people online.  ARGV: entry key prefix.  The entries
 # of everyone whose presence has not run out; changes nothing.
-_ONLINE = """
-local clock = redis.call('TIME')
-local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
-local names = redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf')
-local found = {}
-for first = 1, #names, 500 do
-  local keys = {}
-  for i = first, math.min(first + 499, #names) do
-    keys[#keys + 1] = ARGV[1] .. names[i]
-  end
-  for _, entry in ipairs(redis.call('MGET', unpack(keys))) do
-    if entry then
-      found[#found + 1] = entry
-    end
-  end
-end
-return found
+_ONLINE = (
+    LUA_NOW_MS
+    + LUA_PRESENCE_ENTRIES
+    + """
+return presence_entries(redis.call('ZRANGEBYSCORE', KEYS[1], now, '+inf'), ARGV[1])
 """
+)
 
 
 @dataclass(frozen=True)

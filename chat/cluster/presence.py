@@ -35,7 +35,8 @@ BATCH = 500
 Spawn = Callable[[str, Coroutine[Any, Any, Any]], Deferred[Any]]
 
 # The Redis time in milliseconds, as scripts compute it.
-_NOW_MS = """
+# Sets the local "now" to the Redis server's time in milliseconds.
+LUA_NOW_MS = """
 local clock = redis.call('TIME')
 local now = clock[1] * 1000 + math.floor(clock[2] / 1000)
 """
@@ -62,7 +63,7 @@ if not redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
   redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 end
 """
-    + _NOW_MS
+    + LUA_NOW_MS
     + """
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 return 1
@@ -74,7 +75,7 @@ _TAKE_OVER = (
     """
 redis.call('SET', KEYS[1], ARGV[1], 'PX', ARGV[2])
 """
-    + _NOW_MS
+    + LUA_NOW_MS
     + """
 redis.call('ZADD', KEYS[2], now + tonumber(ARGV[2]), ARGV[3])
 """
@@ -95,7 +96,7 @@ return 0
 # folded name and entry JSON.  Renews the entries this server holds, puts
 # back those that are gone, and names those that another server now holds.
 _REFRESH = (
-    _NOW_MS
+    LUA_NOW_MS
     + """
 local ttl = tonumber(ARGV[3])
 local rebuilt, lost = {}, {}
@@ -119,29 +120,36 @@ return {rebuilt, lost}
 """
 )
 
+# A Lua function for every script that reads presence entries: the entries
+# of the given folded names that still exist, fetched 500 keys at a time.
+LUA_PRESENCE_ENTRIES = """
+local function presence_entries(names, prefix)
+  local found = {}
+  for first = 1, #names, 500 do
+    local keys = {}
+    for i = first, math.min(first + 499, #names) do
+      keys[#keys + 1] = prefix .. names[i]
+    end
+    for _, entry in ipairs(redis.call('MGET', unpack(keys))) do
+      if entry then
+        found[#found + 1] = entry
+      end
+    end
+  end
+  return found
+end
+"""
+
 # KEYS: index.  ARGV: entry key prefix.  Drops expired names from the index,
 # then returns the entries of the others.
 _ONLINE = (
-    _NOW_MS
+    LUA_NOW_MS
+    + LUA_PRESENCE_ENTRIES
     + """
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now)
-local names = redis.call('ZRANGE', KEYS[1], 0, -1)
-local found = {}
-for first = 1, #names, 500 do
-  local keys = {}
-  for i = first, math.min(first + 499, #names) do
-    keys[#keys + 1] = ARGV[1] .. names[i]
-  end
-  for _, entry in ipairs(redis.call('MGET', unpack(keys))) do
-    if entry then
-      found[#found + 1] = entry
-    end
-  end
-end
-return found
+return presence_entries(redis.call('ZRANGE', KEYS[1], 0, -1), ARGV[1])
 """
 )
-
 
 # KEYS: index.  ARGV: entry key prefix, server id.  Removes every entry that
 # names the server, for a replica that starts again under the same id.
