@@ -23,6 +23,7 @@ from chat import logs
 from chat.admin import listen_admin
 from chat.daemon import DEFAULT_DATABASE
 from chat.db import DatabaseUnavailable, open_database
+from chat.options import LOG_LEVEL_OPTION, EnvironmentOptions
 
 DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -35,7 +36,9 @@ ENVIRONMENT = {
 }
 
 
-class Options(usage.Options):
+class Options(EnvironmentOptions):
+    environment = ENVIRONMENT
+
     synopsis = "[options]"
     longdesc = (
         "Serve the chat's dashboard: a page with live figures and charts, and "
@@ -68,19 +71,8 @@ class Options(usage.Options):
             "seconds between two samples of the charts' history"
             " [$CHAT_DASHBOARD_SAMPLE_SECONDS]",
         ],
-        [
-            "log-level",
-            None,
-            "info",
-            f"one of {', '.join(logs.LEVELS)} [$CHAT_LOG_LEVEL]",
-        ],
+        LOG_LEVEL_OPTION,
     ]
-
-    def __init__(self) -> None:
-        super().__init__()
-        for key, variable in ENVIRONMENT.items():
-            if variable in os.environ:
-                self[key] = os.environ[variable]
 
     def postOptions(self) -> None:
         try:
@@ -106,10 +98,7 @@ class Options(usage.Options):
             raise usage.UsageError("--sample-seconds takes a number") from None
         if not 0.2 <= self["sample-seconds"] <= 300:
             raise usage.UsageError("--sample-seconds must be between 0.2 and 300")
-        try:
-            logs.set_level(self["log-level"])
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from e
+        self.set_log_level()
 
 
 class DashboardService(Service):

@@ -12,7 +12,7 @@ from typing import Any
 
 from twisted.python import usage
 
-from chat import logs
+from chat.options import LOG_LEVEL_OPTION, EnvironmentOptions
 from chat.scaler import (
     DEFAULT_DEPLOYMENT,
     DEFAULT_INTERVAL_SECONDS,
@@ -52,7 +52,9 @@ _SECONDS = ("interval", "scale-down-delay", "max-stats-age")
 MIN_INTERVAL_SECONDS = 0.1
 
 
-class Options(usage.Options):
+class Options(EnvironmentOptions):
+    environment = ENVIRONMENT
+
     synopsis = "--redis URL [options]"
     longdesc = (
         "Size the chat Deployment from the number of people online: "
@@ -139,19 +141,11 @@ class Options(usage.Options):
             "endpoint for /healthz, /readyz and /metrics, e.g. tcp:8080"
             " [$CHAT_SCALER_ADMIN]",
         ],
-        [
-            "log-level",
-            None,
-            "info",
-            f"one of {', '.join(logs.LEVELS)} [$CHAT_LOG_LEVEL]",
-        ],
+        LOG_LEVEL_OPTION,
     ]
 
     def __init__(self) -> None:
         super().__init__()
-        for key, variable in ENVIRONMENT.items():
-            if variable in os.environ:
-                self[key] = os.environ[variable]
         if os.environ.get(DRY_RUN_ENVIRONMENT, "").strip().lower() in _TRUE:
             self["dry-run"] = True
 
@@ -182,10 +176,7 @@ class Options(usage.Options):
             )
         except ValueError as e:
             raise usage.UsageError(str(e)) from None
-        try:
-            logs.set_level(self["log-level"])
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from e
+        self.set_log_level()
 
     def _number(self, name: str, kind: type[int] | type[float]) -> Any:
         try:

@@ -12,7 +12,6 @@ from typing import Any
 
 from twisted.python import usage
 
-from chat import logs
 from chat.daemon import (
     DEFAULT_DATABASE,
     DEFAULT_DRAIN,
@@ -27,6 +26,7 @@ from chat.limits import (
     CONNECTIONS_PER_ADDRESS,
     LOGIN_TIMEOUT,
 )
+from chat.options import LOG_LEVEL_OPTION, EnvironmentOptions
 
 ENVIRONMENT = {
     "database": "CHAT_DATABASE",
@@ -44,7 +44,9 @@ LISTEN_ENVIRONMENT = "CHAT_LISTEN"
 DEFAULT_ADMIN = "tcp:8080"
 
 
-class Options(usage.Options):
+class Options(EnvironmentOptions):
+    environment = ENVIRONMENT
+
     synopsis = "[options]"
     longdesc = (
         "Run a chat server that people reach with telnet or nc and programs "
@@ -112,20 +114,12 @@ class Options(usage.Options):
             "seconds a connection may stay without logging in; 0 for no limit"
             " [$CHAT_LOGIN_TIMEOUT]",
         ],
-        [
-            "log-level",
-            None,
-            "info",
-            f"one of {', '.join(logs.LEVELS)} [$CHAT_LOG_LEVEL]",
-        ],
+        LOG_LEVEL_OPTION,
     ]
 
     def __init__(self) -> None:
         super().__init__()
         self["listen"] = []
-        for key, variable in ENVIRONMENT.items():
-            if variable in os.environ:
-                self[key] = os.environ[variable]
 
     def opt_listen(self, endpoint: str) -> None:
         """
@@ -159,10 +153,7 @@ class Options(usage.Options):
             ) from None
         if min(self.limits.command_burst, self.limits.command_rate) < 0:
             raise usage.UsageError("rate limits cannot be negative")
-        try:
-            logs.set_level(self["log-level"])
-        except ValueError as e:
-            raise usage.UsageError(str(e)) from e
+        self.set_log_level()
         if self["redis"]:
             self._check_cluster()
 
