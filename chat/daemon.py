@@ -12,9 +12,7 @@ session tokens live in Redis (L{chat.cluster}) instead of in the process.
 
 from __future__ import annotations
 
-import os
 import socket
-import sys
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
@@ -32,6 +30,7 @@ from chat.events import NoticeEvent
 from chat.factory import ChatFactory, ConnectionRegistry
 from chat.guard import Limits
 from chat.metrics import CONTENT_TYPE
+from chat.options import exit_failed_after_shutdown
 from chat.passwords import Passwords
 from chat.presence import IPresence, LocalPresence
 from chat.records import utc_from_timestamp
@@ -191,10 +190,7 @@ class ChatDaemon(Service):
         self.log.failure("chat could not start", failure)
         self.ready.errback(failure)
         if self.reactor.running:
-            # twistd exits 0 whenever the reactor stops, so a replica that
-            # could not start ends the process itself, once shutdown is over,
-            # for its supervisor to see the failure.
-            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            exit_failed_after_shutdown(self.reactor)
             self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -220,9 +216,3 @@ class ChatDaemon(Service):
             if stopped is not None:
                 await stopped
         self.log.info("chat {server} stopped", server=self.settings.server_id)
-
-
-def _exit_failed() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)

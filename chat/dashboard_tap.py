@@ -8,8 +8,6 @@ and shows them down until they answer.
 
 from __future__ import annotations
 
-import os
-import sys
 from typing import Any
 
 from twisted.application.service import Service
@@ -23,7 +21,11 @@ from chat import logs
 from chat.admin import listen_admin
 from chat.daemon import DEFAULT_DATABASE
 from chat.db import DatabaseUnavailable, open_database
-from chat.options import LOG_LEVEL_OPTION, EnvironmentOptions
+from chat.options import (
+    LOG_LEVEL_OPTION,
+    EnvironmentOptions,
+    exit_failed_after_shutdown,
+)
 
 DEFAULT_LISTEN = "tcp:5000:interface=127.0.0.1"
 DEFAULT_REDIS = "redis://127.0.0.1:6379/0"
@@ -161,7 +163,7 @@ class DashboardService(Service):
         self.log.failure("the dashboard could not start", failure)
         self.ready.errback(failure)
         if self.reactor.running:
-            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            exit_failed_after_shutdown(self.reactor)
             self.reactor.stop()
 
     def _sample(self) -> Deferred[None]:
@@ -197,12 +199,6 @@ class DashboardService(Service):
         await self.redis.stop()
         await self.db.stop()
         self.log.info("dashboard stopped")
-
-
-def _exit_failed() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
 
 
 def makeService(options: Options, reactor: Any = None) -> DashboardService:

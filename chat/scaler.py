@@ -18,8 +18,6 @@ back off.
 
 from __future__ import annotations
 
-import os
-import sys
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
@@ -47,6 +45,7 @@ from chat.kube import (
     KubeError,
 )
 from chat.kube_access import AccessError, load_access
+from chat.options import exit_failed_after_shutdown
 from chat.scaler_metrics import ScalerMetrics
 from chat.scaling import (
     Action,
@@ -519,7 +518,7 @@ class ScalerService(Service):
             self.log.failure("chat-scaler could not start", failure)
         self.ready.errback(failure)
         if self.exit_on_failure and self.reactor.running:
-            self.reactor.addSystemEventTrigger("after", "shutdown", _exit_failed)
+            exit_failed_after_shutdown(self.reactor)
             self.reactor.stop()
 
     def stopService(self) -> Deferred[None]:
@@ -537,9 +536,3 @@ class ScalerService(Service):
             await self.kube.close()
         await self.redis.stop()
         self.log.info("chat-scaler stopped")
-
-
-def _exit_failed() -> None:
-    sys.stdout.flush()
-    sys.stderr.flush()
-    os._exit(1)
