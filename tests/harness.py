@@ -70,9 +70,7 @@ class Client:
         return data
 
     def lines(self) -> list[str]:
-        return [
-            line for line in self.output().decode("utf-8").split("\r\n") if line
-        ]
+        return [line for line in self.output().decode("utf-8").split("\r\n") if line]
 
     def json(self) -> list[dict[str, Any]]:
         return [json.loads(line) for line in self.lines()]
