@@ -60,6 +60,8 @@ class Settings:
     redis: str | None = None
     passwords: Passwords | None = None
     limits: Limits = field(default_factory=Limits)
+    # Under twistd, a replica that cannot start ends the process.
+    exit_on_failure: bool = False
     # The endpoint of /healthz, /readyz and /metrics; None for none.
     admin: str | None = None
 
@@ -189,7 +191,7 @@ class ChatDaemon(Service):
     def _failed_to_start(self, failure: Any) -> None:
         self.log.failure("chat could not start", failure)
         self.ready.errback(failure)
-        if self.reactor.running:
+        if self.settings.exit_on_failure and self.reactor.running:
             exit_failed_after_shutdown(self.reactor)
             self.reactor.stop()
 

@@ -151,6 +151,8 @@ class SQLiteDatabase:
         await self._in_thread(self._open)
 
     async def stop(self) -> None:
+        if not self._pool.started:
+            return
         await self._lock.acquire()
         try:
             await self._in_thread(self._close)

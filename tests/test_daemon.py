@@ -146,3 +146,31 @@ class DaemonTests(TestCase):
         settings = Settings(database="mysql://nope")
         with self.assertRaises(ValueError):
             ChatDaemon(reactor, settings)
+
+
+class FailedStartTests(TestCase):
+    async def test_stop_after_failed_start_completes(self) -> None:
+        """
+        A daemon whose admin port is taken fails to start, and stopping it
+        still completes (it never opened its database).
+        """
+        import socket
+
+        busy = socket.socket()
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        self.addCleanup(busy.close)
+        directory = tempfile.mkdtemp(prefix="chat-failed-")
+        settings = Settings(
+            listen=["tcp:0:interface=127.0.0.1"],
+            database="sqlite:" + os.path.join(directory, "chat.db"),
+            admin=f"tcp:{busy.getsockname()[1]}:interface=127.0.0.1",
+        )
+        daemon = ChatDaemon(reactor, settings)
+        daemon.startService()
+        with self.assertRaises(error.CannotListenError):
+            await daemon.ready
+        stopping = daemon.stopService()
+        stopping.addTimeout(10, reactor)
+        await stopping
+        self.flushLoggedErrors(error.CannotListenError)
