@@ -188,6 +188,7 @@ def makeService(options: Options, reactor: Any = None) -> ChatDaemon:
         redis=options["redis"] or None,
         limits=options.limits,
         admin=None if options["admin"].lower() == "none" else options["admin"],
+        exit_on_failure=True,
     )
     if options["server-id"]:
         settings.server_id = options["server-id"]
