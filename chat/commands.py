@@ -230,17 +230,44 @@ def parse_text(line: str) -> Command:
     return _check(spec, args, None)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not JSON")
+
+
+def _encodable(text: str) -> bool:
+    """
+    Whether C{text} can be stored and sent: JSON escapes can spell lone
+    surrogates, which UTF-8 cannot carry.
+    """
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError:
+        return False
+    return True
+
+
+def _usable_id(id: Any) -> bool:
+    if id is None or (isinstance(id, int) and not isinstance(id, bool)):
+        return True
+    return isinstance(id, str) and len(id) <= 100 and _encodable(id)
+
+
 def parse_json(line: str) -> Command:
     """
     Parse a JSON command object: C{{"cmd": VERB, "id": ..., PARAM: VALUE}}.
     """
     try:
-        obj = json.loads(line)
-    except ValueError:
+        obj = json.loads(line, parse_constant=_no_constant)
+    except (ValueError, RecursionError):
         raise ChatError("bad_request", "the line is not valid JSON") from None
     if not isinstance(obj, dict) or not isinstance(obj.get("cmd"), str):
         raise ChatError("bad_request", 'a JSON command is an object with a "cmd"')
     id = obj.get("id")
+    if not _usable_id(id):
+        raise ChatError(
+            "bad_request",
+            'an "id" is a string of at most 100 characters or an integer',
+        )
     try:
         spec = lookup(obj["cmd"])
         args = []
@@ -250,14 +277,18 @@ def parse_json(line: str) -> Command:
             value = obj[name]
             if isinstance(value, bool):
                 value = "on" if value else "off"
-            if not isinstance(value, str | int):
+            if not isinstance(value, str | int) or not _encodable(str(value)):
                 raise ChatError("bad_request", f'"{name}" must be a string')
             args.append(str(value))
         options = {}
         for name in spec.json_only:
             value = obj.get(name)
             if value is not None:
-                if not isinstance(value, str | int) or isinstance(value, bool):
+                if (
+                    not isinstance(value, str | int)
+                    or isinstance(value, bool)
+                    or not _encodable(str(value))
+                ):
                     raise ChatError("bad_request", f'"{name}" must be a string')
                 options[name] = str(value)
         command = _check(spec, tuple(args), id)
@@ -272,7 +303,11 @@ def help_text(verb: str = "") -> list[str]:
     """
     verb = "_".join(verb.lstrip("/").lower().split())
     if verb in _SUBCOMMANDS:
-        specs = [s for s in COMMANDS.values() if s.verb.startswith(verb + "_")]
+        specs = [
+            s
+            for s in COMMANDS.values()
+            if s.verb == verb or s.verb.startswith(verb + "_")
+        ]
         return [f"{s.usage}: {s.summary}" for s in specs]
     if verb:
         spec = lookup(verb)

@@ -40,6 +40,8 @@ if TYPE_CHECKING:
     from chat.factory import ConnectionRegistry
 
 MAX_LINE = 4096
+# The largest message id a client may name: PostgreSQL's BIGINT.
+MAX_ID = 2**63 - 1
 # Activity refreshes the session token no more often than this, in seconds.
 TOUCH_INTERVAL = 60.0
 
@@ -218,9 +220,15 @@ class ChatProtocol(LineReceiver):
         return verdict == FloodGuard.OK
 
     def _parse(self, text: str) -> Command:
-        if isinstance(self.renderer, JsonRenderer) and text.startswith("{"):
-            return commands.parse_json(text)
-        if text.startswith("/") or text.lower() in ("bye", "exit"):
+        if isinstance(self.renderer, JsonRenderer) and text.lstrip("\ufeff")[:1] in (
+            "{",
+            "[",
+            '"',
+        ):
+            return commands.parse_json(text.lstrip("\ufeff"))
+        if text.startswith("/"):
+            return commands.parse_text(text)
+        if text.lower() in ("bye", "exit") and not self.open_target:
             return commands.parse_text(text)
         if self.login is not None and self.open_target:
             return Command("msg", (self.open_target, text))
@@ -406,7 +414,7 @@ class ChatProtocol(LineReceiver):
 
     async def do_resume(self, command: Command) -> None:
         last_id = command.arg(1)
-        if last_id and not last_id.isdigit():
+        if last_id and (not last_id.isdigit() or int(last_id) > MAX_ID):
             raise ChatError("bad_request", "usage: /resume TOKEN [LAST_ID]")
         resumed = await self.service.resume(
             command.args[0], int(last_id) if last_id else None

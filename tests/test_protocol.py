@@ -4,6 +4,8 @@ The line protocol, driven through StringTransports over a real SQLite store.
 
 from __future__ import annotations
 
+from typing import Any
+
 from twisted.trial.unittest import TestCase
 
 from chat import telnet
@@ -527,3 +529,88 @@ class StoredTextTests(ProtocolTestCase):
         self.assertEqual(history[0].body, "x\ufffd\ufffd[2Jy")
         groups = await client.send_json(cmd="groups")
         self.assertEqual(groups[0]["groups"][0]["description"], "a\ufffdb")
+
+
+class HostileJsonTests(ProtocolTestCase):
+    async def json_client(self) -> Any:
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="password123")
+        return client
+
+    async def test_deep_nesting_is_a_bad_request(self) -> None:
+        """
+        JSON nested too deeply for the parser gets an error, not a dropped
+        connection.
+        """
+        client = await self.json_client()
+        line = '{"cmd":"ping","id":' + "[" * 2000 + "]" * 2000 + "}"
+        await client.send_bytes(line.encode() + b"\n")
+        self.assertEqual(client.json()[0]["code"], "bad_request")
+        self.assertFalse(client.transport.disconnecting)
+
+    async def test_lone_surrogates_are_refused(self) -> None:
+        """
+        Text that UTF-8 cannot carry is refused before it reaches the store.
+        """
+        client = await self.json_client()
+        await client.send_bytes(b'{"cmd":"msg","target":"*","text":"a\\ud800b"}\n')
+        self.assertEqual(client.json()[0]["code"], "bad_request")
+        await client.send_bytes(b'{"cmd":"who","id":"\\ud800"}\n')
+        self.assertEqual(client.json()[0]["code"], "bad_request")
+        self.assertEqual(await self.harness.store.count_messages(), 0)
+
+    async def test_non_finite_ids_are_refused(self) -> None:
+        """
+        An id the server could not echo as valid JSON is refused.
+        """
+        client = await self.json_client()
+        for id in ("NaN", "-Infinity", "1e999"):
+            await client.send_bytes(b'{"cmd":"who","id":' + id.encode() + b"}\n")
+            reply = client.json()[0]
+            self.assertEqual(reply["code"], "bad_request")
+            self.assertNotIn("id", reply)
+
+    async def test_json_that_is_not_an_object(self) -> None:
+        """
+        In JSON mode an array or a string is a bad request, not chat text.
+        """
+        client = await self.json_client()
+        await client.send_json(cmd="open", target="*")
+        for line in (b"[1,2,3]", b'"x"', '\ufeff{"cmd":"who"}'.encode()):
+            await client.send_bytes(line + b"\n")
+        replies = client.json()
+        self.assertEqual([r["type"] for r in replies], ["error", "error", "who"])
+        self.assertEqual(await self.harness.store.count_messages(), 0)
+
+    async def test_huge_last_id(self) -> None:
+        """
+        A resume naming an id beyond any message is refused and leaves the
+        token and presence as they were.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        lines = await alice.send("/signup alice password123")
+        token = lines[1].split()[1]
+        await alice.disconnect()
+        again = self.harness.connect()
+        again.output()
+        refused = await again.send(f"/resume {token} {'9' * 30}")
+        self.assertEqual(refused, ["error: usage: /resume TOKEN [LAST_ID]"])
+        self.assertFalse(await self.harness.service.presence.is_online("alice"))
+        resumed = await again.send(f"/resume {token}")
+        self.assertTrue(resumed[0].startswith("Welcome back, alice!"))
+
+
+class ByeTests(ProtocolTestCase):
+    async def test_bye_in_a_conversation_is_a_message(self) -> None:
+        """
+        In an open conversation "bye" is said to the other person; outside
+        one it logs out.
+        """
+        alice = await self.harness.user("alice")
+        await self.harness.user("bob")
+        await alice.send("/open bob")
+        self.assertEqual(await alice.send("bye"), ["[15:00] alice: bye"])
+        await alice.send("/back")
+        self.assertEqual(await alice.send("bye"), ["Bye, alice."])
