@@ -12,6 +12,7 @@ against the per-address limit.
 from __future__ import annotations
 
 import ipaddress
+import socket
 from collections.abc import Callable
 from dataclasses import dataclass
 
@@ -123,3 +124,29 @@ class OutputGuard:
         self.queued += size
         if self.queued > self._limit:
             self._overflow()
+
+
+# TCP keepalive: a peer that vanished (a laptop put to sleep, a NAT that
+# forgot the connection) is noticed after about IDLE + INTERVAL * COUNT
+# seconds, so its presence is released and its owner can log in again.
+KEEPALIVE_IDLE = 60
+KEEPALIVE_INTERVAL = 10
+KEEPALIVE_COUNT = 6
+
+
+def keep_alive(transport: object) -> None:
+    """
+    Turn on TCP keepalive with short timers, where the transport allows it.
+    """
+    set_keep_alive = getattr(transport, "setTcpKeepAlive", None)
+    if set_keep_alive is None:
+        return
+    set_keep_alive(True)
+    handle = transport.getHandle()  # type: ignore[attr-defined]
+    for option, value in (
+        ("TCP_KEEPIDLE", KEEPALIVE_IDLE),
+        ("TCP_KEEPINTVL", KEEPALIVE_INTERVAL),
+        ("TCP_KEEPCNT", KEEPALIVE_COUNT),
+    ):
+        if hasattr(socket, option) and hasattr(handle, "setsockopt"):
+            handle.setsockopt(socket.IPPROTO_TCP, getattr(socket, option), value)

@@ -23,7 +23,7 @@ from chat import commands, logs, telnet
 from chat.commands import Command
 from chat.db import DatabaseUnavailable
 from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
-from chat.guard import FloodGuard, Limits, OutputGuard
+from chat.guard import FloodGuard, Limits, OutputGuard, keep_alive
 from chat.records import Group
 from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
 from chat.service import (
@@ -109,6 +109,7 @@ class ChatProtocol(LineReceiver):
             self.transport.loseConnection()
             return
         self._admitted = True
+        keep_alive(self.transport)
         self.registry.add(self)
         self.transport.registerProducer(self._output, True)
         if self.limits.login_timeout:

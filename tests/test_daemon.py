@@ -174,3 +174,39 @@ class FailedStartTests(TestCase):
         stopping.addTimeout(10, reactor)
         await stopping
         self.flushLoggedErrors(error.CannotListenError)
+
+
+class KeepAliveTests(TestCase):
+    async def test_connections_use_tcp_keepalive(self) -> None:
+        """
+        Accepted connections have TCP keepalive on, with short timers, so a
+        vanished peer is noticed within minutes.
+        """
+        import socket
+
+        from chat.guard import KEEPALIVE_IDLE
+
+        directory = tempfile.mkdtemp(prefix="chat-keepalive-")
+        settings = Settings(
+            listen=["tcp:0:interface=127.0.0.1"],
+            database="sqlite:" + os.path.join(directory, "chat.db"),
+            passwords=Passwords(reactor, cheap_hasher()),
+            drain=0,
+        )
+        daemon = ChatDaemon(reactor, settings)
+        daemon.startService()
+        self.addCleanup(daemon.stopService)
+        await daemon.ready
+        endpoint = TCP4ClientEndpoint(
+            reactor, "127.0.0.1", daemon.ports[0].getHost().port
+        )
+        client = await connectProtocol(endpoint, LineClient())
+        await client.wait_for("/signup")
+        (server,) = daemon.registry.connections
+        handle = server.transport.getHandle()
+        self.assertEqual(handle.getsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE), 1)
+        self.assertEqual(
+            handle.getsockopt(socket.IPPROTO_TCP, socket.TCP_KEEPIDLE), KEEPALIVE_IDLE
+        )
+        client.transport.loseConnection()
+        await client.closed
