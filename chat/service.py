@@ -348,7 +348,9 @@ class ChatService:
         Store a message, then pass it to everyone it is for who is online.
 
         A C{ref} that C{me} used before names a resend: the original message
-        is returned and nobody is told again.
+        is returned, not stored again, and passed on once more, because a
+        replica that went away may have stored it without passing it on;
+        connections show each message id once.
         """
         if ref is not None:
             if len(ref) > MAX_REF:
@@ -357,13 +359,23 @@ class ChatService:
                 )
             earlier = await self.store.find_by_ref(me, ref)
             if earlier is not None:
-                return Sent(earlier, duplicate=True)
+                return await self._resent(earlier)
         try:
             return Sent(await self._send(me, target, text, ref))
         except DuplicateRef:
             earlier = await self.store.find_by_ref(me, ref or "")
             assert earlier is not None
-            return Sent(earlier, duplicate=True)
+            return await self._resent(earlier)
+
+    async def _resent(self, message: Message) -> Sent:
+        if message.kind is Kind.BROADCAST:
+            self.router.deliver_all(MessageEvent(message))
+        elif message.kind is Kind.GROUP:
+            folded = await self.store.group_member_names(message.target[1:])
+            self.router.deliver(folded, MessageEvent(message))
+        else:
+            self.router.deliver([names.fold(message.target)], MessageEvent(message))
+        return Sent(message, duplicate=True)
 
     async def _send(self, me: User, target: str, text: str, ref: str | None) -> Message:
         text = neutralise(text).strip()

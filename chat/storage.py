@@ -543,6 +543,19 @@ class Store:
 
         return await self._db.transaction(work)
 
+    async def group_member_names(self, name: str) -> list[str]:
+        """
+        The folded names of the members of the open group called C{name}.
+        """
+        rows = await self._query(
+            "SELECT u.name_folded FROM group_members m"
+            " JOIN users u ON u.id = m.user_id"
+            " JOIN chat_groups g ON g.id = m.group_id"
+            " WHERE g.name_folded = ? AND g.closed_at IS NULL",
+            (name.lower(),),
+        )
+        return [r[0] for r in rows]
+
     async def members(self, group: Group) -> list[Member]:
         rows = await self._query(
             "SELECT u.name, m.role, m.joined_at FROM group_members m"

@@ -302,3 +302,42 @@ class ReorderTests(ProtocolTestCase):
         replayed = [e["message"]["id"] for e in events if e["type"] == "message"]
         self.assertIn(early["id"], replayed)
         self.assertEqual(events[0]["missed"], 0)
+
+
+class ResendTests(ProtocolTestCase):
+    async def test_resend_passes_the_message_on_again(self) -> None:
+        """
+        A resend of a stored message reaches its recipient, who sees it once
+        even if it had arrived before.
+        """
+        bob = await self.harness.user("bob")
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="pw-123456")
+        bob.output()
+        await client.send_json(cmd="msg", target="bob", text="hi", ref="r-9")
+        self.assertEqual(bob.lines(), ["[15:00] alice (private): hi"])
+        again = await client.send_json(cmd="msg", target="bob", text="hi", ref="r-9")
+        self.assertTrue(again[0]["duplicate"])
+        self.assertEqual(bob.lines(), [])
+
+    async def test_resend_delivers_what_was_stored_but_not_passed_on(self) -> None:
+        """
+        A message stored by a replica that died before passing it on reaches
+        its recipient when the sender resends it.
+        """
+        bob = await self.harness.user("bob")
+        client = self.harness.connect()
+        await client.send("/mode json")
+        await client.send_json(cmd="signup", name="alice", password="pw-123456")
+        alice_user, _ = await self.harness.store.find_user("alice")
+        bob_user, _ = await self.harness.store.find_user("bob")
+        await self.harness.store.add_private(
+            alice_user, bob_user, "lost?", self.harness.service.now(), "r-10"
+        )
+        bob.output()
+        again = await client.send_json(
+            cmd="msg", target="bob", text="lost?", ref="r-10"
+        )
+        self.assertTrue(again[0]["duplicate"])
+        self.assertEqual(bob.lines(), ["[15:00] alice (private): lost?"])
