@@ -19,7 +19,7 @@ from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
 
-from chat import commands, logs, telnet
+from chat import commands, logs, names, telnet
 from chat.commands import Command
 from chat.db import DatabaseUnavailable
 from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
@@ -369,6 +369,13 @@ class ChatProtocol(LineReceiver):
             self._prompting = None
             self._send(self.renderer.ok(prompting.verb, "cancelled", {}, None))
             return
+        if prompting.verb == "signup" and field_name == "name":
+            try:
+                names.check_name(value, "user name")
+            except names.InvalidName as e:
+                self._prompting = None
+                self._error(ChatError("invalid_name", f"{e}; /signup to try again"))
+                return
         prompting.answers[field_name] = value
         if prompting.asking:
             self._ask()

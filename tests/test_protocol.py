@@ -614,3 +614,24 @@ class ByeTests(ProtocolTestCase):
         self.assertEqual(await alice.send("bye"), ["[15:00] alice: bye"])
         await alice.send("/back")
         self.assertEqual(await alice.send("bye"), ["Bye, alice."])
+
+
+class PromptedSignupTests(ProtocolTestCase):
+    async def test_bad_name_is_refused_before_the_password(self) -> None:
+        """
+        A prompted signup checks the name's form at once, before asking for
+        a password.
+        """
+        client = self.harness.connect()
+        client.output()
+        await client.send_bytes(b"/signup\n")
+        await client.send_bytes(b"x\n")
+        self.assertEqual(
+            client.output(),
+            b"Name: error: a user name has 3 to 20 characters; /signup to try"
+            b" again\r\n",
+        )
+        self.assertEqual(
+            await client.send("/who"),
+            ["error: log in first: /login NAME or /signup NAME"],
+        )
