@@ -419,3 +419,16 @@ async def connect(port: int) -> LineClient:
     await connectProtocol(endpoint, client)
     await client.expect("/signup")
     return client
+
+
+PASSWORD = "correct horse"
+
+
+async def signed_up(port: int, name: str) -> LineClient:
+    """
+    A text-mode connection with a new account C{name}, logged in.
+    """
+    client = await connect(port)
+    client.send(f"/signup {name} {PASSWORD}")
+    await client.expect(f"Welcome, {name}! Your account is ready.")
+    return client

@@ -24,10 +24,16 @@ from chat.cluster.redisconn import RedisClient, parse_redis_url
 from chat.dashboard_tap import DashboardService
 from chat.presence import Presence
 from tests.httpclient import Answer, fetch
-from tests.process import TWISTD, DaemonProcess, LineClient, connect, start_daemon
+from tests.process import (
+    PASSWORD,
+    TWISTD,
+    DaemonProcess,
+    LineClient,
+    connect,
+    start_daemon,
+)
 from tests.servers import LOCALHOST, PostgresServer, RedisServer, shared_postgres
 
-PASSWORD = "correct horse"
 # The dashboard samples fast in tests, so that charts fill within seconds.
 SAMPLE_SECONDS = 0.5
 SCALER_HEARTBEAT_TTL_MS = 60_000

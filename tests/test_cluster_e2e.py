@@ -18,10 +18,15 @@ from twisted.trial.unittest import SynchronousTestCase, TestCase
 
 from chat.cluster.presence import PRESENCE_TTL_SECONDS
 from chat.tap import Options, makeService
-from tests.process import DaemonProcess, LineClient, connect, start_daemon
+from tests.process import (
+    PASSWORD,
+    DaemonProcess,
+    connect,
+    signed_up,
+    start_daemon,
+)
 from tests.servers import LOCALHOST, shared_postgres, shared_redis
 
-PASSWORD = "correct horse"
 # A killed replica's subscriber connection closes with it, and a login
 # elsewhere replaces the presence of a replica that no longer listens, so
 # this is a bound for the kernel, Redis and the polling, not for a TTL.
@@ -32,16 +37,6 @@ FROZEN_BOUND_SECONDS = PRESENCE_TTL_SECONDS + 5.0
 RETRY_LOGIN_SECONDS = 0.5
 # Redis database 0 is left to the in-process tests.
 _redis_databases = itertools.count(1)
-
-
-async def signed_up(port: int, name: str) -> LineClient:
-    """
-    A text-mode connection with a new account C{name}, logged in.
-    """
-    client = await connect(port)
-    client.send(f"/signup {name} {PASSWORD}")
-    await client.expect(f"Welcome, {name}! Your account is ready.")
-    return client
 
 
 class ClusterTests(TestCase):

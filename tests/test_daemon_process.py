@@ -11,20 +11,14 @@ from twisted.internet import reactor
 from twisted.internet.protocol import Factory, Protocol
 from twisted.trial.unittest import TestCase
 
-from tests.process import DaemonProcess, LineClient, connect, start_daemon
+from tests.process import (
+    PASSWORD,
+    DaemonProcess,
+    connect,
+    signed_up,
+    start_daemon,
+)
 from tests.servers import LOCALHOST, free_port
-
-PASSWORD = "correct horse"
-
-
-async def signed_up(port: int, name: str) -> LineClient:
-    """
-    A text-mode connection with a new account C{name}, logged in.
-    """
-    client = await connect(port)
-    client.send(f"/signup {name} {PASSWORD}")
-    await client.expect(f"Welcome, {name}! Your account is ready.")
-    return client
 
 
 class CommandLineTests(TestCase):
