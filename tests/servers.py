@@ -32,7 +32,7 @@ import warnings
 from collections.abc import Callable
 from pathlib import Path
 from types import ModuleType
-from typing import Any
+from typing import Any, TypeVar
 
 LOCALHOST = "127.0.0.1"
 START_TIMEOUT_SECONDS = 30.0
@@ -478,30 +478,32 @@ class RedisServer:
             shutil.rmtree(self.directory, ignore_errors=True)
 
 
-_shared: dict[type, Any] = {}
+_servers: dict[type, Any] = {}
+S = TypeVar("S", PostgresServer, RedisServer)
+
+
+def _shared(kind: type[S]) -> S:
+    """
+    This process's server of C{kind}, started on first use and running.
+    """
+    server = _servers.get(kind)
+    if server is None:
+        server = _servers[kind] = kind()
+        atexit.register(server.destroy)
+    server.start()
+    assert isinstance(server, kind)
+    return server
 
 
 def shared_postgres() -> PostgresServer:
     """
     This process's PostgreSQL server, started on first use and running.
     """
-    server = _shared.get(PostgresServer)
-    if server is None:
-        server = _shared[PostgresServer] = PostgresServer()
-        atexit.register(server.destroy)
-    server.start()
-    assert isinstance(server, PostgresServer)
-    return server
+    return _shared(PostgresServer)
 
 
 def shared_redis() -> RedisServer:
     """
     This process's Redis server, started on first use and running.
     """
-    server = _shared.get(RedisServer)
-    if server is None:
-        server = _shared[RedisServer] = RedisServer()
-        atexit.register(server.destroy)
-    server.start()
-    assert isinstance(server, RedisServer)
-    return server
+    return _shared(RedisServer)
