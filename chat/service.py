@@ -315,6 +315,12 @@ class ChatService:
         """
         login.seen_up_to = max(login.seen_up_to, message.id)
 
+    def delivered(self, message: Message, count: int) -> None:
+        """
+        Note that C{message} was just shown on C{count} connections here.
+        """
+        self.metrics.delivered(message, self.clock.seconds(), count)
+
     # Messages
 
     async def _user(self, name: str) -> User:
