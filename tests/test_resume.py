@@ -4,9 +4,14 @@ Resuming a session with its token, and sending without duplicates.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from chat import service
+from chat.records import Message
+from chat.service import Login
 from chat.sessions import SESSION_IDLE
 from tests.harness import Client
 from tests.test_protocol import ProtocolTestCase
@@ -299,6 +304,43 @@ class ReplayTests(ProtocolTestCase):
         replayed = [e["message"]["id"] for e in events if e["type"] == "message"]
         self.assertEqual(replayed, received[1:])
         self.assertEqual(events[0]["missed"], 2)
+
+    async def test_live_messages_wait_for_the_second_read(self) -> None:
+        """
+        Live messages that arrive while a resume reads what was stored in the
+        meantime are shown after it, in id order, each once.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        replies = await client.send_json(
+            cmd="signup", name="alice", password="pw-123456"
+        )
+        bob = await self.harness.user("bob")
+        await client.disconnect()
+        reading: Deferred[None] = Deferred()
+        release: Deferred[None] = Deferred()
+        stored_after = self.harness.service.stored_after
+
+        async def slow(login: Login, after: int) -> list[Message]:
+            reading.callback(None)
+            await release
+            return await stored_after(login, after)
+
+        self.harness.service.stored_after = slow  # type: ignore[method-assign]
+        again = self.harness.connect()
+        await again.send("/mode json")
+        resume = {"cmd": "resume", "token": replies[0]["token"]}
+        again.protocol.dataReceived(json.dumps(resume).encode() + b"\n")
+        await reading
+        store = self.harness.store
+        found = [await store.find_user(name) for name in ("bob", "alice")]
+        sender, recipient = (f[0] for f in found if f is not None)
+        await store.add_private(sender, recipient, "stored", self.harness.service.now())
+        await bob.send("/msg alice live")
+        release.callback(None)
+        await again.settle()
+        shown = [e["message"]["text"] for e in again.json() if e["type"] == "message"]
+        self.assertEqual(shown, ["stored", "live"])
 
 
 class ResendTests(ProtocolTestCase):
