@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chat import commands, logs, names, telnet
 from chat.commands import Command
@@ -64,6 +65,7 @@ class _Prompting:
     asking: list[str] = field(default_factory=list)
 
 
+@implementer(IHalfCloseableProtocol)
 class ChatProtocol(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
@@ -93,6 +95,7 @@ class ChatProtocol(LineReceiver):
         self._discarding = False
         self._prompting: _Prompting | None = None
         self._gone = False
+        self._input_ended = False
         self._running: Deferred[None] | None = None
         self._overflow: bytes | None = None
         self._touched = 0.0
@@ -145,6 +148,27 @@ class ChatProtocol(LineReceiver):
             self.registry.unregister(login.folded, self)
             self.registry.spawn("logout", self.service.logout(login))
 
+    def readConnectionLost(self) -> None:
+        """
+        The peer will send nothing more (C{nc -N}, C{shutdown(SHUT_WR)}): answer
+        what it sent, a last line without its line ending included, then close.
+        """
+        self._input_ended = True
+        self._finish_input()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def _finish_input(self) -> None:
+        if not self._input_ended or self._running is not None or self._gone:
+            return
+        rest = self.clearLineBuffer()
+        if rest.strip():
+            self._split(rest if rest.endswith(b"\n") else rest + b"\n")
+            if self._running is not None:
+                return
+        self.transport.loseConnection()
+
     @property
     def busy(self) -> Deferred[None] | None:
         """
@@ -159,7 +183,9 @@ class ChatProtocol(LineReceiver):
     # Bytes in
 
     def dataReceived(self, data: bytes) -> None:
-        data = self._telnet.feed(data)
+        self._split(self._telnet.feed(data))
+
+    def _split(self, data: bytes) -> None:
         while True:
             if self._discarding:
                 end = data.find(b"\n")
@@ -261,6 +287,7 @@ class ChatProtocol(LineReceiver):
         self.paused = False
         self.transport.resumeProducing()
         self.dataReceived(b"")
+        self._finish_input()
 
     def _unexpected(self, failure: Failure, command: Command) -> None:
         self.log.failure(
