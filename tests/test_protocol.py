@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from chat import telnet
+from chat import commands, telnet
 from chat.limits import FAILURE_WINDOW, FAILURES_FREE
 from tests.harness import Harness
 
@@ -663,3 +663,18 @@ class HalfCloseTests(ProtocolTestCase):
         client.protocol.dataReceived(b"  ")
         client.protocol.readConnectionLost()
         self.assertTrue(client.transport.disconnecting)
+
+
+class HelpTests(ProtocolTestCase):
+    async def test_help_fits_a_terminal(self) -> None:
+        """
+        Every line of the help, the summary and each command's, fits in 79
+        columns, so that an 80-column telnet window does not wrap it.
+        """
+        client = await self.harness.user("erin")
+        topics = [""] + [verb.replace("_", " ") for verb in commands.COMMANDS]
+        for topic in topics:
+            lines = await client.send(f"/help {topic}".strip())
+            self.assertTrue(lines, topic)
+            too_wide = [line for line in lines if len(line) > 79]
+            self.assertEqual(too_wide, [], topic)
