@@ -384,4 +384,3 @@ class FailoverTests(TestCase):
         problems = [run.traffic.order_problems(p) for p in run.people]
         found = [p for p in problems if p is not None]
         self.assertEqual(found, [], "\n".join(found))
-
