@@ -54,15 +54,22 @@ class BatchWriter:
     @param db: the database the writes go to.
     @param max_rows: the most writes that one transaction takes; the rest
         wait for the next.
+    @param opening: run at the start of every transaction, before the writes.
     """
 
     log = Logger()
 
-    def __init__(self, db: IDatabase, max_rows: int = MAX_BATCH_ROWS) -> None:
+    def __init__(
+        self,
+        db: IDatabase,
+        max_rows: int = MAX_BATCH_ROWS,
+        opening: Callable[[Transaction], Awaitable[None]] | None = None,
+    ) -> None:
         if max_rows < 1:
             raise ValueError(f"a batch needs room for at least one row, not {max_rows}")
         self._db = db
         self._max_rows = max_rows
+        self._opening = opening
         self._queue: deque[_Write] = deque()
         self._busy = False
         self.transactions = 0
@@ -122,7 +129,7 @@ class BatchWriter:
         """
         self.transactions += 1
         try:
-            results = await self._db.transaction(lambda txn: _run_all(txn, batch))
+            results = await self._db.transaction(self._run_all(batch))
         except DatabaseUnavailable as e:
             for write in batch:
                 write.done.errback(e)
@@ -142,14 +149,20 @@ class BatchWriter:
         for write, result in zip(batch, results, strict=True):
             write.done.callback(result)
 
+    def _run_all(
+        self, batch: list[_Write]
+    ) -> Callable[[Transaction], Awaitable[list[Any]]]:
+        async def work(txn: Transaction) -> list[Any]:
+            if self._opening is not None:
+                await self._opening(txn)
+            return [await write.work(txn) for write in batch]
+
+        return work
+
     def _broken(self, failure: Any) -> None:
         self.log.failure("the batch writer stopped", failure)
         while self._queue:
             self._queue.popleft().done.errback(failure)
-
-
-async def _run_all(txn: Transaction, batch: list[_Write]) -> list[Any]:
-    return [await write.work(txn) for write in batch]
 
 
 __all__ = ["MAX_BATCH_ROWS", "BatchWriter"]

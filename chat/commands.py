@@ -84,7 +84,7 @@ COMMANDS: dict[str, Spec] = {
         _spec(
             "resume",
             "/resume TOKEN [LAST_ID]",
-            "continue a session after a disconnect, without the password",
+            "continue a session after a disconnect",
             "token",
             "last_id",
             required=1,
@@ -157,7 +157,7 @@ COMMANDS: dict[str, Spec] = {
         _spec(
             "group_private",
             "/group private NAME on|off",
-            "make a group invite-only or public (admins)",
+            "make a group invite-only or not (admins)",
             "group",
             "private",
             required=2,

@@ -80,6 +80,34 @@ class IDatabase(Protocol):
         """
 
 
+async def advisory_lock(txn: Transaction, key: int) -> None:
+    """
+    Take PostgreSQL's transaction-scoped advisory lock C{key} inside C{txn}.
+
+    Waits until no other transaction holds the lock; PostgreSQL releases it
+    when C{txn} commits or rolls back.
+
+    @param key: any signed 64-bit integer that the cooperating transactions
+        agree on.
+    """
+    if not -(2**63) <= key < 2**63:
+        raise ValueError(f"advisory lock key {key} does not fit in 64 bits")
+    await txn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
+
+
+async def one_at_a_time(db: IDatabase, txn: Transaction, key: int) -> None:
+    """
+    Keep C{txn} from overlapping any other transaction that makes this call
+    with the same C{key}, from here until it ends.
+
+    On PostgreSQL that is an advisory lock.  SQLite needs nothing: its runner
+    begins every transaction with C{BEGIN IMMEDIATE}, which admits one writer
+    at a time to the file, whichever process it runs in.
+    """
+    if db.dialect == "postgres":
+        await advisory_lock(txn, key)
+
+
 class _SQLiteTransaction:
     """
     Statements of a transaction that runs on the database thread: each one

@@ -34,7 +34,14 @@ from twisted.internet.error import ConnectionClosed
 from twisted.logger import Logger
 from txpostgres import txpostgres
 
-from chat.db import DatabaseUnavailable, IntegrityViolation, Params, Row, Transaction
+from chat.db import (
+    DatabaseUnavailable,
+    IntegrityViolation,
+    Params,
+    Row,
+    Transaction,
+    advisory_lock,
+)
 
 T = TypeVar("T")
 
@@ -143,22 +150,6 @@ def _raise_translated(
     if translated is error:
         raise error
     raise translated from error
-
-
-async def advisory_lock(txn: Transaction, key: int) -> None:
-    """
-    Take the transaction-scoped advisory lock C{key} inside C{txn}.
-
-    Waits until no other transaction holds the lock; PostgreSQL releases it
-    when C{txn} commits or rolls back.  The schema migrator takes one so that
-    replicas starting at the same moment apply each migration once.
-
-    @param key: any signed 64-bit integer that the cooperating transactions
-        agree on.
-    """
-    if not -(2**63) <= key < 2**63:
-        raise ValueError(f"advisory lock key {key} does not fit in 64 bits")
-    await txn.execute("SELECT pg_advisory_xact_lock(?)", (key,))
 
 
 class _PostgresTransaction:

@@ -14,10 +14,11 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IDelayedCall
+from twisted.internet.interfaces import IDelayedCall, IHalfCloseableProtocol
 from twisted.logger import Logger
 from twisted.protocols.basic import LineReceiver
 from twisted.python.failure import Failure
+from zope.interface import implementer
 
 from chat import commands, logs, names, telnet
 from chat.commands import Command
@@ -25,7 +26,7 @@ from chat.db import DatabaseUnavailable
 from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
 from chat.fanout import Fanout
 from chat.guard import FloodGuard, Limits, OutputGuard, keep_alive
-from chat.records import Group
+from chat.records import Group, Message
 from chat.render import JsonRenderer, Renderer, TextRenderer, group_json, wire
 from chat.service import (
     HISTORY_DEFAULT,
@@ -65,6 +66,7 @@ class _Prompting:
     asking: list[str] = field(default_factory=list)
 
 
+@implementer(IHalfCloseableProtocol)
 class ChatProtocol(LineReceiver):
     delimiter = b"\n"
     MAX_LENGTH = MAX_LINE
@@ -87,11 +89,14 @@ class ChatProtocol(LineReceiver):
         self.renderer: Renderer = TextRenderer()
         self.login: Login | None = None
         self.delivered = DeliveryLog(0)
+        # Live messages kept back while a resume reads what it missed.
+        self._held: list[Message] | None = None
         self.open_target = ""
         self._telnet = telnet.TelnetFilter()
         self._discarding = False
         self._prompting: _Prompting | None = None
         self._gone = False
+        self._input_ended = False
         self._running: Deferred[None] | None = None
         self._overflow: bytes | None = None
         self._touched = 0.0
@@ -144,6 +149,27 @@ class ChatProtocol(LineReceiver):
             self.registry.unregister(login.folded, self)
             self.registry.spawn("logout", self.service.logout(login))
 
+    def readConnectionLost(self) -> None:
+        """
+        The peer will send nothing more (C{nc -N}, C{shutdown(SHUT_WR)}): answer
+        what it sent, a last line without its line ending included, then close.
+        """
+        self._input_ended = True
+        self._finish_input()
+
+    def writeConnectionLost(self) -> None:
+        self.transport.loseConnection()
+
+    def _finish_input(self) -> None:
+        if not self._input_ended or self._running is not None or self._gone:
+            return
+        rest = self.clearLineBuffer()
+        if rest.strip():
+            self._split(rest if rest.endswith(b"\n") else rest + b"\n")
+            if self._running is not None:
+                return
+        self.transport.loseConnection()
+
     @property
     def busy(self) -> Deferred[None] | None:
         """
@@ -158,7 +184,9 @@ class ChatProtocol(LineReceiver):
     # Bytes in
 
     def dataReceived(self, data: bytes) -> None:
-        data = self._telnet.feed(data)
+        self._split(self._telnet.feed(data))
+
+    def _split(self, data: bytes) -> None:
         while True:
             if self._discarding:
                 end = data.find(b"\n")
@@ -260,6 +288,7 @@ class ChatProtocol(LineReceiver):
         self.paused = False
         self.transport.resumeProducing()
         self.dataReceived(b"")
+        self._finish_input()
 
     def _unexpected(self, failure: Failure, command: Command) -> None:
         self.log.failure(
@@ -333,6 +362,9 @@ class ChatProtocol(LineReceiver):
             return
         me = self.login.user.name
         if isinstance(event, MessageEvent):
+            if self._held is not None:
+                self._held.append(event.message)
+                return
             if not self.delivered.first_time(event.message.id):
                 return
             self.service.saw(self.login, event.message)
@@ -440,8 +472,6 @@ class ChatProtocol(LineReceiver):
         resumed = await self.service.resume(
             command.args[0], int(last_id) if last_id else None
         )
-        # The replay is marked message by message rather than up to its
-        # highest id, which a message stored late with a lower id may follow.
         if not self._adopt(resumed.login, resumed.after):
             return
         self._send(self.renderer.resumed(resumed, command.id))
@@ -463,13 +493,21 @@ class ChatProtocol(LineReceiver):
 
         The replay was read before this connection was registered, and until
         then live messages for the person reached no connection here, so the
-        database is read once more; what was shown already is skipped.
+        database is read once more; what was shown already is skipped.  Live
+        messages that arrive during that read wait for it, so that everything
+        is shown in id order.
         """
         login = resumed.login
-        for message in await self.service.stored_after(login, resumed.after):
-            if self.login is not login:
-                return
-            self.deliver(MessageEvent(message))
+        stored: list[Message] = []
+        self._held = []
+        try:
+            stored = await self.service.stored_after(login, resumed.after)
+        finally:
+            held, self._held = self._held, None
+            for message in sorted(stored + held, key=lambda m: m.id):
+                if self.login is not login:
+                    break
+                self.deliver(MessageEvent(message))
 
     def replaced(self) -> None:
         """

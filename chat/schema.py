@@ -15,7 +15,7 @@ from typing import NamedTuple
 from twisted.logger import Logger
 
 from chat import logs
-from chat.db import IDatabase, Transaction
+from chat.db import IDatabase, Transaction, one_at_a_time
 
 log = Logger(observer=logs.observer)
 
@@ -181,8 +181,7 @@ async def migrate(db: IDatabase, now: str) -> list[int]:
     """
 
     async def work(txn: Transaction) -> list[int]:
-        if db.dialect == "postgres":
-            await txn.execute("SELECT pg_advisory_xact_lock(?)", (MIGRATION_LOCK_KEY,))
+        await one_at_a_time(db, txn, MIGRATION_LOCK_KEY)
         await txn.execute(
             render(
                 "CREATE TABLE IF NOT EXISTS schema_version ("

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
-from datetime import datetime, timedelta
+from datetime import datetime
 from typing import Any, Protocol
 
 from twisted.internet.interfaces import IReactorTime
@@ -46,10 +46,6 @@ MAX_REF = 64
 # The most missed messages one resume sends, the newest; older ones stay in
 # /history.
 RESUME_MAX = 1000
-# A resume also replays what was stored this many seconds before the client's
-# last id: ids are taken before commit and replicas publish independently, so
-# a message with a lower id can arrive after a higher one.
-REORDER_WINDOW = 10.0
 
 
 class ChatError(Exception):
@@ -254,10 +250,8 @@ class ChatService:
         )
         if last_id is None:
             last_id = await self.store.seen_up_to(user)
-        stamp = await self.store.message_time(last_id) if last_id else None
-        since = stamp - timedelta(seconds=REORDER_WINDOW) if stamp else None
         batch = await self.store.messages_for(
-            user, last_id, RESUME_MAX + 1, since=since, newest=True
+            user, last_id, RESUME_MAX + 1, newest=True
         )
         missed, gap = batch[-RESUME_MAX:], len(batch) > RESUME_MAX
         seen = max([last_id] + [m.id for m in missed])
@@ -374,13 +368,11 @@ class ChatService:
             return await self._resent(earlier)
 
     async def _resent(self, message: Message) -> Sent:
-        if message.kind is Kind.BROADCAST:
+        folded = await audience(self.store, message)
+        if folded is None:
             self.router.deliver_all(MessageEvent(message))
-        elif message.kind is Kind.GROUP:
-            folded = await self.store.group_member_names(message.target[1:])
-            self.router.deliver(folded, MessageEvent(message))
         else:
-            self.router.deliver([names.fold(message.target)], MessageEvent(message))
+            self.router.deliver(folded, MessageEvent(message))
         return Sent(message, duplicate=True)
 
     async def _send(self, me: User, target: str, text: str, ref: str | None) -> Message:
@@ -530,6 +522,19 @@ class ChatService:
         group = await self._admin_group(me, group_name)
         await self.store.set_private(group, private)
         return group
+
+
+async def audience(store: Store, message: Message) -> list[str] | None:
+    """
+    The folded names of the people a stored message is for, or C{None} when
+    it is for everyone.  A group message is for the group's members as they
+    are now.
+    """
+    if message.kind is Kind.BROADCAST:
+        return None
+    if message.kind is Kind.GROUP:
+        return await store.group_member_names(message.target[len(GROUP_PREFIX) :])
+    return [names.fold(message.target)]
 
 
 def unavailable(error: DatabaseUnavailable) -> ChatError:

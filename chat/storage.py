@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from chat.batching import MAX_BATCH_ROWS, BatchWriter
-from chat.db import IDatabase, IntegrityViolation, Row, Transaction
+from chat.db import IDatabase, IntegrityViolation, Row, Transaction, one_at_a_time
 from chat.names import skeleton
 from chat.records import (
     BROADCAST_TARGET,
@@ -26,6 +26,9 @@ from chat.records import (
     Role,
     User,
 )
+
+# An arbitrary 64-bit key for the lock that message transactions take in turn.
+MESSAGE_ORDER_KEY = 0x43484154_4D534753
 
 
 class NameTaken(Exception):
@@ -117,11 +120,20 @@ def _group(row: Row, role: Any = None) -> Group:
 class Store:
     """
     Users, messages, groups and the sessions log.
+
+    Transactions that store messages run one at a time, from the moment the
+    first id is taken until the commit, even across replicas sharing one
+    PostgreSQL.  Message ids therefore become visible in increasing order:
+    once a message is committed, every lower id is committed too or never
+    will be, which lets replicas pass messages on in id order.
     """
 
     def __init__(self, db: IDatabase, max_batch_rows: int = MAX_BATCH_ROWS) -> None:
         self._db = db
-        self._writer = BatchWriter(db, max_batch_rows)
+        self._writer = BatchWriter(db, max_batch_rows, self._in_turn)
+
+    async def _in_turn(self, txn: Transaction) -> None:
+        await one_at_a_time(self._db, txn, MESSAGE_ORDER_KEY)
 
     async def _query(self, sql: str, params: tuple[Any, ...] = ()) -> list[Row]:
         async def work(txn: Transaction) -> list[Row]:
@@ -214,41 +226,37 @@ class Store:
         user: User,
         after: int,
         limit: int,
-        since: datetime | None = None,
         newest: bool = False,
     ) -> list[Message]:
         """
         Messages by others that C{user} can receive with an id above C{after},
         in id order: their private conversations, their groups and broadcasts.
 
-        @param since: also those stored at or after this time, whatever their
-            id; ids are taken before commit, so near the newest one a lower
-            id can become visible later.
         @param newest: keep the last C{limit} rather than the first.
         """
-        newer = "m.id > ?" if since is None else "(m.id > ? OR m.created_at >= ?)"
-        bounds: tuple[Any, ...] = (
-            (after,) if since is None else (after, time_param(since))
-        )
         rows = await self._query(
-            _MESSAGE_SELECT + f" WHERE {newer} AND m.sender_id <> ?"
+            _MESSAGE_SELECT + " WHERE m.id > ? AND m.sender_id <> ?"
             " AND (m.kind = 'broadcast' OR c.user_low = ? OR c.user_high = ?"
             "  OR m.group_id IN (SELECT group_id FROM group_members"
             "   WHERE user_id = ?))"
             f" ORDER BY m.id {'DESC' if newest else 'ASC'} LIMIT ?",
-            (*bounds, user.id, user.id, user.id, user.id, limit),
+            (after, user.id, user.id, user.id, user.id, limit),
         )
         messages = [_message(r) for r in rows]
         return messages[::-1] if newest else messages
 
-    async def message_time(self, message_id: int) -> datetime | None:
+    async def messages_between(
+        self, after: int, before: int, limit: int
+    ) -> list[Message]:
         """
-        When a message was stored.
+        Up to C{limit} messages of any kind with an id above C{after} and
+        below C{before}, in id order.
         """
         rows = await self._query(
-            "SELECT created_at FROM messages WHERE id = ?", (message_id,)
+            _MESSAGE_SELECT + " WHERE m.id > ? AND m.id < ? ORDER BY m.id LIMIT ?",
+            (after, before, limit),
         )
-        return time_value(rows[0][0]) if rows else None
+        return [_message(r) for r in rows]
 
     async def add_private(
         self,

@@ -261,23 +261,13 @@ class Traffic:
         """
         return sorted(self.expected_for(person) - set(person.received))
 
-    def passed_over(self, person: Person) -> list[int]:
-        """
-        The lost messages that a resume of C{person} passed over: the client
-        resumed after a higher id that had reached it first.
-        """
-        highest = max((r.last_id for r in person.resumes), default=0)
-        return [i for i in self.lost(person) if i <= highest]
-
     def delivery_problems(self, person: Person) -> str | None:
         """
-        What was lost (other than passed over by a resume), shown twice or
-        shown to the wrong person, or None.
+        What was lost, shown twice or shown to the wrong person, or None.
         """
         counts = Counter(person.received)
         twice = sorted(i for i, n in counts.items() if n > 1)
-        passed_over = self.passed_over(person)
-        lost = [i for i in self.lost(person) if i not in passed_over]
+        lost = self.lost(person)
         stray = sorted(counts.keys() - self.expected_for(person))
         if not (twice or lost or stray):
             return None
@@ -298,19 +288,15 @@ class Traffic:
 
     def order_problems(self, person: Person) -> str | None:
         """
-        What was shown after a higher id, or lost because a resume started
-        after a higher id, or None.
+        What was shown right after a higher id, or None.
         """
         pairs = self.disorder(person)
-        passed_over = self.passed_over(person)
-        if not (pairs or passed_over):
+        if not pairs:
             return None
         shown = [(self.describe(a), self.describe(b)) for a, b in pairs]
-        some = slice(SHOWN_PROBLEMS)
         return (
             f"{self._resumes(person)}: {len(pairs)} shown after a higher id,"
-            f" such as {shown[some]}; {len(passed_over)} passed over by a resume"
-            f" {[self.describe(i) for i in passed_over[some]]}"
+            f" such as {shown[slice(SHOWN_PROBLEMS)]}"
         )
 
 

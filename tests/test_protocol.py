@@ -8,7 +8,7 @@ from typing import Any
 
 from twisted.trial.unittest import TestCase
 
-from chat import telnet
+from chat import commands, telnet
 from chat.limits import FAILURE_WINDOW, FAILURES_FREE
 from tests.harness import Harness
 
@@ -635,3 +635,46 @@ class PromptedSignupTests(ProtocolTestCase):
             await client.send("/who"),
             ["error: log in first: /login NAME or /signup NAME"],
         )
+
+
+class HalfCloseTests(ProtocolTestCase):
+    async def test_lines_before_end_of_input_are_answered(self) -> None:
+        """
+        A peer that stops sending (C{nc -N}) still gets the replies to what it
+        sent, a last line without its line ending included, and then the
+        server closes the connection.
+        """
+        client = self.harness.connect()
+        client.output()
+        client.protocol.dataReceived(b"/signup carol password123\n/who")
+        client.protocol.readConnectionLost()
+        self.assertFalse(client.transport.disconnecting)
+        await client.settle()
+        lines = client.lines()
+        self.assertTrue(lines[0].startswith("Welcome, carol!"), lines)
+        self.assertIn("Online (1): carol", lines)
+        self.assertTrue(client.transport.disconnecting)
+
+    async def test_idle_connection_closes_at_end_of_input(self) -> None:
+        """
+        With nothing left to answer, the end of input closes the connection.
+        """
+        client = self.harness.connect()
+        client.protocol.dataReceived(b"  ")
+        client.protocol.readConnectionLost()
+        self.assertTrue(client.transport.disconnecting)
+
+
+class HelpTests(ProtocolTestCase):
+    async def test_help_fits_a_terminal(self) -> None:
+        """
+        Every line of the help, the summary and each command's, fits in 79
+        columns, so that an 80-column telnet window does not wrap it.
+        """
+        client = await self.harness.user("erin")
+        topics = [""] + [verb.replace("_", " ") for verb in commands.COMMANDS]
+        for topic in topics:
+            lines = await client.send(f"/help {topic}".strip())
+            self.assertTrue(lines, topic)
+            too_wide = [line for line in lines if len(line) > 79]
+            self.assertEqual(too_wide, [], topic)

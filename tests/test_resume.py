@@ -4,9 +4,14 @@ Resuming a session with its token, and sending without duplicates.
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
+from twisted.internet.defer import Deferred
+
 from chat import service
+from chat.records import Message
+from chat.service import Login
 from chat.sessions import SESSION_IDLE
 from tests.harness import Client
 from tests.test_protocol import ProtocolTestCase
@@ -276,32 +281,66 @@ class DeduplicationTests(ProtocolTestCase):
         self.assertEqual(again[0]["message"]["to"], "#devs")
 
 
-class ReorderTests(ProtocolTestCase):
-    async def test_lower_id_seen_late_is_replayed(self) -> None:
+class ReplayTests(ProtocolTestCase):
+    async def test_replay_starts_after_last_id(self) -> None:
         """
-        A message whose id is below the client's last id but which the client
-        never saw (it arrived out of order) is replayed on resume.
+        A resume replays exactly the messages after the client's last id:
+        messages reach people in id order, so those below it were seen.
         """
         client = self.harness.connect()
         await client.send("/mode json")
         replies = await client.send_json(
             cmd="signup", name="alice", password="pw-123456"
         )
-        reply = replies[0]
+        token = replies[0]["token"]
         bob = await self.harness.user("bob")
-        await bob.send("/msg alice early")
-        await bob.send("/msg alice late")
-        received = [e["message"] for e in client.json() if e["type"] == "message"]
-        early, late = received
+        for text in ("one", "two", "three"):
+            await bob.send(f"/msg alice {text}")
+        received = [e["message"]["id"] for e in client.json() if e["type"] == "message"]
         await client.disconnect()
         again = self.harness.connect()
         await again.send("/mode json")
-        events = await again.send_json(
-            cmd="resume", token=reply["token"], last_id=late["id"]
-        )
+        events = await again.send_json(cmd="resume", token=token, last_id=received[0])
         replayed = [e["message"]["id"] for e in events if e["type"] == "message"]
-        self.assertIn(early["id"], replayed)
-        self.assertEqual(events[0]["missed"], 0)
+        self.assertEqual(replayed, received[1:])
+        self.assertEqual(events[0]["missed"], 2)
+
+    async def test_live_messages_wait_for_the_second_read(self) -> None:
+        """
+        Live messages that arrive while a resume reads what was stored in the
+        meantime are shown after it, in id order, each once.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        replies = await client.send_json(
+            cmd="signup", name="alice", password="pw-123456"
+        )
+        bob = await self.harness.user("bob")
+        await client.disconnect()
+        reading: Deferred[None] = Deferred()
+        release: Deferred[None] = Deferred()
+        stored_after = self.harness.service.stored_after
+
+        async def slow(login: Login, after: int) -> list[Message]:
+            reading.callback(None)
+            await release
+            return await stored_after(login, after)
+
+        self.harness.service.stored_after = slow  # type: ignore[method-assign]
+        again = self.harness.connect()
+        await again.send("/mode json")
+        resume = {"cmd": "resume", "token": replies[0]["token"]}
+        again.protocol.dataReceived(json.dumps(resume).encode() + b"\n")
+        await reading
+        store = self.harness.store
+        found = [await store.find_user(name) for name in ("bob", "alice")]
+        sender, recipient = (f[0] for f in found if f is not None)
+        await store.add_private(sender, recipient, "stored", self.harness.service.now())
+        await bob.send("/msg alice live")
+        release.callback(None)
+        await again.settle()
+        shown = [e["message"]["text"] for e in again.json() if e["type"] == "message"]
+        self.assertEqual(shown, ["stored", "live"])
 
 
 class ResendTests(ProtocolTestCase):

@@ -61,7 +61,7 @@ class Cluster:
             on_lost=self._held_elsewhere,
         )
         self.router = RedisRouter(
-            registry, self.presence, self.redis, store, server_id, keys
+            registry, self.presence, self.redis, store, server_id, clock, keys
         )
         self.subscriber = RedisSubscriber(
             reactor, address, self.router.channels, self.router.received
@@ -107,6 +107,7 @@ class Cluster:
         @raise chat.cluster.redisconn.RedisUnavailable: if Redis cannot be
             reached.
         """
+        await self.router.start()
         await self.redis.connect()
         try:
             await self.subscriber.connect()

@@ -1,11 +1,15 @@
 """
 Routing events between replicas over Redis pub/sub.
 
-People connected here get their events straight from the registry.  For the
-others, presence says which replica holds them, and one PUBLISH per replica
-carries the event and its recipients on that replica's own channel; events for
-everyone go on one shared channel.  Each replica listens to its own channel
-and the shared one.
+People connected here get their events straight from the registry.  Messages
+go to every replica on one shared channel, with the names of the people each
+is for, and every replica hands them on in id order through a
+L{chat.cluster.sequence.Sequencer}, its own messages included, so that
+everyone sees messages in the order of their ids.  For other events, presence
+says which replica holds the people concerned, and one PUBLISH per replica
+carries the event on that replica's own channel; events for everyone go on
+the shared channel too.  Each replica listens to its own channel and the
+shared one.
 
 Pub/sub forgets what it could not deliver, and while a replica is cut off
 from Redis others cannot find its people.  Every message is stored before it
@@ -24,6 +28,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from twisted.internet.defer import Deferred, gatherResults
+from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 
 from chat import logs
@@ -31,8 +36,11 @@ from chat.cluster.codec import BadEnvelope, Envelope, decode, encode
 from chat.cluster.keys import KEYS, Keys
 from chat.cluster.presence import RedisPresence
 from chat.cluster.redisconn import RedisClient, RedisUnavailable
+from chat.cluster.sequence import Audience, Sequencer
 from chat.db import DatabaseUnavailable
 from chat.events import Event, MessageEvent
+from chat.records import Message
+from chat.service import audience
 from chat.storage import Store
 
 if TYPE_CHECKING:
@@ -70,6 +78,7 @@ class RedisRouter:
         redis: RedisClient,
         store: Store,
         server_id: str,
+        clock: IReactorTime,
         keys: Keys = KEYS,
     ) -> None:
         self._registry = registry
@@ -85,9 +94,21 @@ class RedisRouter:
         self._confirmed = 0
         # Set while a gap is open: the mark to catch up from.
         self._gap_from: int | None = None
-        self._unsent: deque[tuple[list[str] | None, MessageEvent]] = deque(
-            maxlen=UNSENT_LIMIT
-        )
+        self._unsent: deque[tuple[Audience, MessageEvent]] = deque(maxlen=UNSENT_LIMIT)
+        self.in_order = Sequencer(clock, self._missed, self._hand_on, registry.spawn)
+
+    async def start(self) -> None:
+        """
+        Take the newest message stored so far as the point to hand on from.
+        """
+        try:
+            self.in_order.start_after(await self._store.last_message_id())
+        except DatabaseUnavailable as e:
+            self.log.warn(
+                "the database is unavailable, so messages are handed on in"
+                " order from the first one to arrive: {error}",
+                error=str(e),
+            )
 
     @property
     def channels(self) -> list[str]:
@@ -97,6 +118,10 @@ class RedisRouter:
 
     def deliver(self, folded_names: list[str], event: Event) -> None:
         self._sent(event)
+        if isinstance(event, MessageEvent):
+            self.in_order.feed(event.message, folded_names)
+            self._to_everyone(Envelope(self._server_id, event, folded_names))
+            return
         by_user = self._registry.by_user
         self._show([name for name in folded_names if name in by_user], event)
         remote = [name for name in folded_names if name not in by_user]
@@ -105,7 +130,10 @@ class RedisRouter:
 
     def deliver_all(self, event: Event) -> None:
         self._sent(event)
-        self._show(None, event)
+        if isinstance(event, MessageEvent):
+            self.in_order.feed(event.message, None)
+        else:
+            self._show(None, event)
         self._to_everyone(Envelope(self._server_id, event))
 
     def replace(self, folded_name: str) -> None:
@@ -128,6 +156,15 @@ class RedisRouter:
         self._registry.show(connections, event)
         if isinstance(event, MessageEvent):
             self.traffic.shown += len(connections)
+
+    def _hand_on(self, message: Message, to: Audience) -> None:
+        self._show(to, MessageEvent(message))
+
+    async def _missed(
+        self, after: int, before: int, limit: int
+    ) -> list[tuple[Message, Audience]]:
+        messages = await self._store.messages_between(after, before, limit)
+        return [(m, await audience(self._store, m)) for m in messages]
 
     def _to_everyone(self, envelope: Envelope) -> None:
         publishing = self._publish([(self._keys.everyone, envelope)])
@@ -204,6 +241,8 @@ class RedisRouter:
             return
         if envelope.replace is not None:
             self._registry.replace(envelope.replace)
+        elif isinstance(event, MessageEvent):
+            self.in_order.feed(event.message, envelope.to)
         elif event is not None:
             self._show(envelope.to, event)
 
@@ -243,10 +282,7 @@ class RedisRouter:
             self._gap_from = None
             unsent, self._unsent = list(self._unsent), deque(maxlen=UNSENT_LIMIT)
             for folded_names, event in unsent:
-                if folded_names is None:
-                    self._to_everyone(Envelope(self._server_id, event))
-                else:
-                    self._registry.spawn("route", self._route(folded_names, event))
+                self._to_everyone(Envelope(self._server_id, event, folded_names))
         self._registry.spawn("catch-up", self.catch_up(gap_from))
 
     async def catch_up(self, gap_from: int) -> None:
