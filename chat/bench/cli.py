@@ -91,6 +91,13 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " timeout (by default they are off, so that the tool measures capacity)",
     )
     where.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="with --spawn: the listen backlog of the daemons (by default"
+        " Twisted's, 50)",
+    )
+    where.add_argument(
         "--seed-accounts",
         action="store_true",
         help="with --spawn: write the accounts into the database before the"
@@ -165,11 +172,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.spawn == bool(args.target):
         parser.error("give either --spawn or --target")
-    spawn_only = args.database or args.redis or args.keep_limits or args.seed_accounts
-    if spawn_only and not args.spawn:
+    spawn_only = [
+        args.database,
+        args.redis,
+        args.keep_limits,
+        args.seed_accounts,
+        args.backlog,
+    ]
+    if any(spawn_only) and not args.spawn:
         parser.error(
-            "--database, --redis, --keep-limits and --seed-accounts go with --spawn"
+            "--database, --redis, --keep-limits, --seed-accounts and --backlog"
+            " go with --spawn"
         )
+    if args.backlog < 0:
+        parser.error("--backlog cannot be negative")
     args.scenarios = tuple(
         name.strip()
         for text in args.scenario or ["private"]
@@ -278,6 +294,7 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
                     args.database,
                     args.redis,
                     limits=args.keep_limits,
+                    backlog=args.backlog,
                 )
                 for n in range(count)
             ]
