@@ -27,6 +27,7 @@ from chat.postgres import (
     advisory_lock,
     connect_keywords,
     describe,
+    forget_descriptor,
     translate_placeholders,
 )
 from tests.servers import LOCALHOST, free_port, shared_postgres, shared_redis
@@ -156,6 +157,51 @@ async def raised(awaitable: Awaitable[object], kind: type[E]) -> E:
     except kind as e:
         return e
     raise AssertionError(f"{kind.__name__} was not raised")
+
+
+class _Socket:
+    """
+    A reader for the reactor, standing for a database connection's socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def doRead(self) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "socket"
+
+
+class ForgetDescriptorTests(SynchronousTestCase):
+    def test_closed_descriptor_number_is_watched_again(self) -> None:
+        """
+        After the epoll reactor failed to unregister a socket that was closed
+        under it, L{forget_descriptor} lets a new socket with the same number
+        be watched.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        poller = EPollReactor()
+        self.addCleanup(poller._poller.close)
+        first, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        reader = _Socket(first)
+        poller.addReader(reader)
+        fd = first.fileno()
+        first.close()
+        self.assertRaises(OSError, poller.removeReader, reader)
+        forget_descriptor(poller, fd)
+        second, other = socket.socketpair()
+        self.addCleanup(second.close)
+        self.addCleanup(other.close)
+        self.assertEqual(second.fileno(), fd)
+        poller.addReader(_Socket(second))
+        self.assertIn(fd, poller._selectables)
 
 
 class Boom(Exception):
