@@ -94,6 +94,20 @@ def translate_placeholders(sql: str) -> str:
     return _SQL_TOKEN.sub(_rewrite_token, sql)
 
 
+# A replica that freezes or loses its network in the middle of a transaction
+# must not keep its locks for long: while one holds the lock that orders
+# message commits, no replica can store a message.  TCP keepalives notice a
+# vanished peer within about 25 s, the server ends a transaction left idle
+# for 10 s, and a wait for a lock gives up after 20 s.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+SESSION_SETTINGS = "-c idle_in_transaction_session_timeout=10s -c lock_timeout=20s"
+
+
 def connect_keywords(url: str) -> dict[str, str]:
     """
     The psycopg2 connect keywords that a C{postgresql://} URL names.
@@ -110,6 +124,10 @@ def connect_keywords(url: str) -> dict[str, str]:
     except psycopg2.ProgrammingError:
         # libpq's message may quote the URL, password and all.
         raise ValueError("malformed PostgreSQL URL") from None
+    for name, value in KEEPALIVES.items():
+        keywords.setdefault(name, value)
+    # The URL's own settings come last, so they win.
+    keywords["options"] = f"{SESSION_SETTINGS} {keywords.get('options', '')}".strip()
     return keywords
 
 

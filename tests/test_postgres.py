@@ -23,6 +23,8 @@ from chat.db import (
     open_database,
 )
 from chat.postgres import (
+    KEEPALIVES,
+    SESSION_SETTINGS,
     PostgresDatabase,
     advisory_lock,
     connect_keywords,
@@ -101,6 +103,8 @@ class ConnectKeywordsTests(SynchronousTestCase):
                 "host": "db.local",
                 "port": "5433",
                 "dbname": "chat/x",
+                **KEEPALIVES,
+                "options": SESSION_SETTINGS,
             },
         )
 
@@ -110,8 +114,26 @@ class ConnectKeywordsTests(SynchronousTestCase):
         """
         self.assertEqual(
             connect_keywords("postgres://chat@/chat?host=/run/pg&sslmode=disable"),
-            {"user": "chat", "dbname": "chat", "host": "/run/pg", "sslmode": "disable"},
+            {
+                "user": "chat",
+                "dbname": "chat",
+                "host": "/run/pg",
+                "sslmode": "disable",
+                **KEEPALIVES,
+                "options": SESSION_SETTINGS,
+            },
         )
+
+    def test_url_settings_win(self) -> None:
+        """
+        Keepalive and server settings given in the URL come after, so ahead
+        of, the defaults.
+        """
+        keywords = connect_keywords(
+            "postgresql://u@h/d?keepalives_idle=60&options=-c%20lock_timeout%3D1s"
+        )
+        self.assertEqual(keywords["keepalives_idle"], "60")
+        self.assertEqual(keywords["options"], f"{SESSION_SETTINGS} -c lock_timeout=1s")
 
     def test_other_scheme(self) -> None:
         """
@@ -364,6 +386,21 @@ class PostgresDatabaseTests(TestCase):
             )
 
         await gatherResults([one(name) for name in names])
+
+    async def test_settings_reach_the_server(self) -> None:
+        """
+        The server applies the session settings that bound how long a
+        vanished replica keeps its locks.
+        """
+
+        async def show(txn: Transaction) -> list[Any]:
+            found = []
+            for name in ("idle_in_transaction_session_timeout", "lock_timeout"):
+                rows = await txn.execute(f"SHOW {name}")
+                found.append(rows[0][0])
+            return found
+
+        self.assertEqual(await self.db.transaction(show), ["10s", "20s"])
 
     async def test_advisory_lock(self) -> None:
         """
