@@ -233,23 +233,20 @@ class ChatService:
         Restore a session from its token, taking over any connection the
         person still has, and return what they missed after C{last_id}
         (by default, after what they were last shown).
+
+        Everything that needs the database happens before the token is
+        exchanged and the old connection closed, so a resume that fails for
+        want of the database leaves both as they were.
         """
-        rotated = await self.tokens.rotate(token)
-        found = await self.store.find_user(rotated[0]) if rotated else None
-        if rotated is None or found is None:
-            raise ChatError(
-                "bad_token",
-                "that session has expired or ended; log in with your password",
-            )
-        folded, new_token = rotated
+        folded = await self.tokens.owner(token)
+        found = await self.store.find_user(folded) if folded else None
+        if folded is None or found is None:
+            raise _expired()
         user = found[0]
-        was_online = await self.presence.is_online(folded)
-        self.router.replace(folded)
-        await self.presence.take_over(
-            folded, Presence(user.name, self.server_id, self.clock.seconds())
-        )
         if last_id is None:
             last_id = await self.store.seen_up_to(user)
+        # An id beyond every stored one would hide the messages still to come.
+        last_id = min(last_id, await self.store.last_message_id())
         batch = await self.store.messages_for(
             user, last_id, RESUME_MAX + 1, newest=True
         )
@@ -258,14 +255,22 @@ class ChatService:
         session_id = await self.store.record_login(
             user, self.server_id, self.now(), "resume"
         )
+        rotated = await self.tokens.rotate(token)
+        if rotated is None or rotated[0] != folded:
+            raise _expired()
+        new_token = rotated[1]
+        was_online = await self.presence.is_online(folded)
+        self.router.replace(folded)
+        await self.presence.take_over(
+            folded, Presence(user.name, self.server_id, self.clock.seconds())
+        )
         self.log.info(
             "{user} resumed, {count} missed", user=user.name, count=len(missed)
         )
-        new = [m for m in missed if m.id > last_id]
         away = AwayCounts(
-            private=sum(m.kind is Kind.PRIVATE for m in new),
-            group=sum(m.kind is Kind.GROUP for m in new),
-            broadcast=sum(m.kind is Kind.BROADCAST for m in new),
+            private=sum(m.kind is Kind.PRIVATE for m in missed),
+            group=sum(m.kind is Kind.GROUP for m in missed),
+            broadcast=sum(m.kind is Kind.BROADCAST for m in missed),
         )
         if not was_online:
             self.router.deliver_all(PresenceEvent(user.name, True))
@@ -529,6 +534,12 @@ async def audience(store: Store, message: Message) -> list[str] | None:
     if message.kind is Kind.GROUP:
         return await store.group_member_names(message.target[len(GROUP_PREFIX) :])
     return [names.fold(message.target)]
+
+
+def _expired() -> ChatError:
+    return ChatError(
+        "bad_token", "that session has expired or ended; log in with your password"
+    )
 
 
 def unavailable(error: DatabaseUnavailable) -> ChatError:
