@@ -206,6 +206,9 @@ class ChatDaemon(Service):
         await DeferredList([port.stopListening() for port in self.ports])
         self.ports = []
         await self._drain()
+        if self.cluster is not None:
+            # Every connection is closed: no message is owed to anyone here.
+            self.cluster.router.in_order.stop()
         await DeferredList(self.registry.pending())
         if self.cluster is not None:
             # The logouts just finished handed presence events to the router.
