@@ -151,6 +151,8 @@ class ChatService:
         self.tokens = tokens or LocalTokens(clock)
         self.throttle = LoginThrottle(clock)
         self.metrics = ChatMetrics()
+        # Sessions shown messages since their progress was last recorded.
+        self._unsaved: dict[int, Login] = {}
 
     def now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
@@ -245,6 +247,9 @@ class ChatService:
         user = found[0]
         if last_id is None:
             last_id = await self.store.seen_up_to(user)
+            shown_here = self._unsaved.get(user.id)
+            if shown_here is not None:
+                last_id = max(last_id, shown_here.seen_up_to)
         # An id beyond every stored one would hide the messages still to come.
         last_id = min(last_id, await self.store.last_message_id())
         batch = await self.store.messages_for(
@@ -310,9 +315,27 @@ class ChatService:
 
     def saw(self, login: Login, message: Message) -> None:
         """
-        Note that a message reached the person of C{login}.
+        Note that a message reached the person of C{login}; L{save_seen}
+        records it.
         """
-        login.seen_up_to = max(login.seen_up_to, message.id)
+        if message.id > login.seen_up_to:
+            login.seen_up_to = message.id
+            self._unsaved[login.user.id] = login
+
+    async def save_seen(self) -> None:
+        """
+        Record how far each person has been shown messages since the last
+        call, so that a resume without a last id, after a crash or from a
+        second connection, does not show them again.
+        """
+        unsaved, self._unsaved = self._unsaved, {}
+        marks = [(login.user, login.seen_up_to) for login in unsaved.values()]
+        try:
+            await self.store.mark_seen_many(marks)
+        except DatabaseUnavailable:
+            for user_id, login in unsaved.items():
+                self._unsaved.setdefault(user_id, login)
+            raise
 
     # Messages
 

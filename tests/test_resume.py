@@ -245,6 +245,41 @@ class ResumeTests(ProtocolTestCase):
                 ["error: usage: /resume TOKEN [LAST_ID]"],
             )
 
+    async def test_takeover_without_last_id_repeats_nothing(self) -> None:
+        """
+        A text-mode /resume TOKEN, which names no last id, from a second
+        connection while the first is still open, shows none of the messages
+        the first connection showed.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        token = token_of(await alice.send("/signup alice password123"))
+        bob = await self.harness.user("bob")
+        await bob.send("/msg alice one")
+        await bob.send("/msg alice two")
+        again = self.harness.connect()
+        again.output()
+        lines = await again.send(f"/resume {token}")
+        self.assertTrue(lines[0].startswith("Welcome back, alice!"), lines)
+        self.assertFalse([line for line in lines if "(private)" in line], lines)
+
+    async def test_progress_is_recorded(self) -> None:
+        """
+        How far a person has been shown messages reaches the database while
+        they are still connected, so that a resume after a crash starts there.
+        """
+        alice = self.harness.connect()
+        alice.output()
+        await alice.send("/signup alice password123")
+        bob = await self.harness.user("bob")
+        await bob.send("/msg alice one")
+        [line] = alice.lines()
+        user, _ = await self.harness.store.find_user("alice")
+        self.assertEqual(await self.harness.store.seen_up_to(user), 0)
+        await self.harness.service.save_seen()
+        stored = await self.harness.store.messages_for(user, 0, 10)
+        self.assertEqual(await self.harness.store.seen_up_to(user), stored[-1].id)
+
     async def test_token_expires_when_idle(self) -> None:
         """
         A token unused for ten minutes no longer resumes.
