@@ -9,7 +9,7 @@ the router: every person is local.
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Coroutine
+from collections.abc import Coroutine, Iterable
 from typing import Any
 
 from twisted.internet.defer import Deferred
@@ -19,6 +19,7 @@ from twisted.logger import Logger
 
 from chat import logs
 from chat.events import Event
+from chat.fanout import Fanout
 from chat.guard import Limits, is_loopback
 from chat.limits import CONNECTIONS_PER_ADDRESS, ConnectionCounter
 from chat.protocol import ChatProtocol
@@ -70,18 +71,26 @@ class ConnectionRegistry:
                 del self.by_user[folded]
 
     def deliver(self, folded_names: list[str], event: Event) -> None:
-        for name in folded_names:
-            for connection in list(self.by_user.get(name, ())):
-                connection.deliver(event)
+        by_user = self.by_user
+        self.show([c for name in folded_names for c in by_user.get(name, ())], event)
 
     def replace(self, folded: str) -> None:
         for connection in list(self.by_user.pop(folded, ())):
             connection.replaced()
 
     def deliver_all(self, event: Event) -> None:
-        for held in list(self.by_user.values()):
-            for connection in list(held):
-                connection.deliver(event)
+        self.show([c for held in self.by_user.values() for c in held], event)
+
+    def show(self, connections: Iterable[ChatProtocol], event: Event) -> None:
+        """
+        Show C{event} on each of C{connections}, rendered once per viewpoint.
+
+        C{connections} is read in full first, as showing may close some.
+        """
+        fanout = Fanout(event)
+        for connection in list(connections):
+            connection.show(fanout)
+        fanout.finish()
 
     def spawn(self, name: str, work: Coroutine[Any, Any, Any]) -> Deferred[Any]:
         """

@@ -24,9 +24,10 @@ from chat import commands, logs, names, telnet
 from chat.commands import Command
 from chat.db import DatabaseUnavailable
 from chat.events import DeliveryLog, Event, MessageEvent, NoticeEvent, PresenceEvent
+from chat.fanout import Fanout
 from chat.guard import FloodGuard, Limits, OutputGuard, keep_alive
 from chat.records import Group, Message
-from chat.render import JsonRenderer, Renderer, TextRenderer, group_json
+from chat.render import JsonRenderer, Renderer, TextRenderer, group_json, wire
 from chat.service import (
     HISTORY_DEFAULT,
     ChatError,
@@ -330,10 +331,13 @@ class ChatProtocol(LineReceiver):
     # Bytes out
 
     def _send(self, lines: list[str]) -> None:
+        data = wire(lines)
+        self._write(data, sum(map(len, data)))
+
+    def _write(self, data: list[bytes], size: int) -> None:
         if not self._gone:
-            data = [line.encode("utf-8") + b"\r\n" for line in lines]
             self.transport.writeSequence(data)
-            self._output.wrote(sum(map(len, data)))
+            self._output.wrote(size)
 
     def _error(self, error: ChatError, id: Any = None) -> None:
         self.service.metrics.errors.labels(error.code).inc()
@@ -341,11 +345,20 @@ class ChatProtocol(LineReceiver):
 
     def deliver(self, event: Event) -> None:
         """
-        Show an event pushed by the service.
+        Show an event pushed by the service to this connection alone.
         """
+        fanout = Fanout(event)
+        self.show(fanout)
+        fanout.finish()
+
+    def show(self, fanout: Fanout) -> None:
+        """
+        Show the event of a fan-out, in the rendering this viewer shares.
+        """
+        event = fanout.event
         if self.login is None:
             if isinstance(event, NoticeEvent):
-                self._send(self.renderer.event(event, "", ""))
+                self._write(*fanout.rendered(self.renderer, "", ""))
             return
         me = self.login.user.name
         if isinstance(event, MessageEvent):
@@ -357,10 +370,10 @@ class ChatProtocol(LineReceiver):
             self.service.saw(self.login, event.message)
             if event.message.sender == me:
                 return
-            self.service.metrics.delivered(event.message, self.service.clock.seconds())
+            fanout.count(self.service)
         if isinstance(event, PresenceEvent) and event.user == me:
             return
-        self._send(self.renderer.event(event, me, self.open_target))
+        self._write(*fanout.rendered(self.renderer, me, self.open_target))
 
     # Accounts
 

@@ -10,7 +10,7 @@ reaches another terminal.
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Hashable, Sequence
 from datetime import datetime
 from typing import Any, Protocol
 
@@ -27,6 +27,13 @@ def iso(when: datetime) -> str:
     return when.strftime("%Y-%m-%dT%H:%M:%S.") + f"{when.microsecond // 1000:03d}Z"
 
 
+def wire(lines: list[str]) -> list[bytes]:
+    """
+    Rendered lines as they go to the socket: UTF-8, each ended by CR LF.
+    """
+    return [line.encode("utf-8") + b"\r\n" for line in lines]
+
+
 class Renderer(Protocol):
     def banner(self, server_id: str) -> list[str]: ...
 
@@ -41,6 +48,12 @@ class Renderer(Protocol):
     def sent(self, sent: Sent, me: str, open_target: str, id: Any) -> list[str]: ...
 
     def event(self, event: Event, me: str, open_target: str) -> list[str]: ...
+
+    def viewpoint(self, event: Event, me: str, open_target: str) -> Hashable:
+        """
+        What, besides the event, decides how L{event} renders it: any two
+        viewers with equal viewpoints get the same lines.
+        """
 
     def history(
         self, target: str, messages: Sequence[Message], id: Any, opened: bool
@@ -163,6 +176,18 @@ class TextRenderer:
         if isinstance(event, NoticeEvent):
             return [f"*** {event.text}"]
         return []
+
+    def viewpoint(self, event: Event, me: str, open_target: str) -> Hashable:
+        # Only a message's line depends on the viewer, and only through the
+        # branches of _line: open conversation, or which side of a private one.
+        if not isinstance(event, MessageEvent):
+            return None
+        message = event.message
+        if conversation_of(message, me) == open_target:
+            return "open"
+        if message.kind is Kind.PRIVATE:
+            return "from me" if message.sender == me else "to me"
+        return None
 
     def history(
         self, target: str, messages: Sequence[Message], id: Any, opened: bool
@@ -324,6 +349,9 @@ class JsonRenderer:
         if event.retry_after is not None:
             fields["retry_after"] = event.retry_after
         return self._out("notice", **fields)
+
+    def viewpoint(self, event: Event, me: str, open_target: str) -> Hashable:
+        return None
 
     def history(
         self, target: str, messages: Sequence[Message], id: Any, opened: bool

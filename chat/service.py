@@ -337,6 +337,12 @@ class ChatService:
                 self._unsaved.setdefault(user_id, login)
             raise
 
+    def delivered(self, message: Message, count: int) -> None:
+        """
+        Note that C{message} was just shown on C{count} connections here.
+        """
+        self.metrics.delivered(message, self.clock.seconds(), count)
+
     # Messages
 
     async def _user(self, name: str) -> User:

@@ -28,6 +28,7 @@ from chat.bench.procstat import BadProcFile, ProcessStats, parse_stat, parse_vmr
 from chat.bench.report import PhaseResult, medians, table
 from chat.bench.runner import Plan, Run
 from chat.bench.scenarios import Broadcast, Groups, Private
+from chat.bench.seed import seed_accounts
 from chat.bench.stats import median, percentile, summarize
 from chat.bench.tracker import Books, message_text, parse_text
 from chat.daemon import ChatDaemon, Settings
@@ -190,6 +191,11 @@ class TargetTests(SynchronousTestCase):
         self.assertEqual(args.sender_counts, {"broadcast": 10})
         self.assertEqual(cli.kinds(args), ("paced", "saturate"))
         self.assertRaises(cli.UsageError, cli.parse_args, ["--spawn", "--rate", "x=1"])
+        self.assertRaises(
+            cli.UsageError,
+            cli.parse_args,
+            ["--target", "127.0.0.1:1", "--seed-accounts"],
+        )
         self.assertRaises(
             cli.UsageError, cli.parse_args, ["--spawn", "--target", "127.0.0.1:1"]
         )
@@ -396,12 +402,14 @@ class RunTests(TestCase):
 
     timeout = 120
 
-    async def start_daemon(self) -> int:
-        directory = self.mktemp()
-        os.makedirs(directory)
+    async def start_daemon(self, database: str = "") -> int:
+        if not database:
+            directory = self.mktemp()
+            os.makedirs(directory)
+            database = "sqlite:" + os.path.join(directory, "chat.db")
         settings = Settings(
             listen=["tcp:0:interface=127.0.0.1"],
-            database="sqlite:" + os.path.join(directory, "chat.db"),
+            database=database,
             server_id="bench-test",
             passwords=Passwords(reactor, cheap_hasher()),
             drain=0.0,
@@ -454,3 +462,23 @@ class RunTests(TestCase):
             )
             self.assertEqual(result.latency.count, result.deliveries)
             self.assertTrue(result.correct)
+
+    async def test_seeded_accounts_log_in(self) -> None:
+        """
+        Accounts seeded into the database before the daemon starts log in
+        with the run's password, and a second seeding finds the schema there.
+        """
+        directory = self.mktemp()
+        os.makedirs(directory)
+        database = "sqlite:" + os.path.join(directory, "chat.db")
+        plan = Plan(
+            targets=[], prefix="bseed", connections=30, seeded=True, progress=False
+        )
+        names = [plan.name(slot) for slot in range(plan.connections)]
+        await seed_accounts(reactor, database, names[:10], plan.password)
+        await seed_accounts(reactor, database, names[10:], plan.password)
+        plan.targets = [Address("127.0.0.1", await self.start_daemon(database))]
+        run = Run(reactor, plan)
+        await run.join_all()
+        self.assertEqual(len(run.live()), plan.connections)
+        await run.quit_all()

@@ -32,6 +32,7 @@ from chat.bench.reconnect import CannotKill, reconnect
 from chat.bench.report import PhaseResult, medians, table, write_json
 from chat.bench.runner import Plan, Run
 from chat.bench.scenarios import MESSAGE_SCENARIOS
+from chat.bench.seed import seed_accounts
 from chat.bench.spawn import SpawnedServer, SpawnFailed
 from chat.bench.storm import login_storm
 
@@ -88,6 +89,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         action="store_true",
         help="with --spawn: keep the daemon's command rate limit and login"
         " timeout (by default they are off, so that the tool measures capacity)",
+    )
+    where.add_argument(
+        "--backlog",
+        type=int,
+        default=0,
+        help="with --spawn: the listen backlog of the daemons (by default"
+        " Twisted's, 50)",
+    )
+    where.add_argument(
+        "--seed-accounts",
+        action="store_true",
+        help="with --spawn: write the accounts into the database before the"
+        " daemon starts, with a cheap password hash, and log in instead of"
+        " signing up (for runs with many connections)",
     )
     where.add_argument(
         "--server-pid",
@@ -157,8 +172,20 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
 def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
     if args.spawn == bool(args.target):
         parser.error("give either --spawn or --target")
-    if (args.database or args.redis or args.keep_limits) and not args.spawn:
-        parser.error("--database, --redis and --keep-limits go with --spawn")
+    spawn_only = [
+        args.database,
+        args.redis,
+        args.keep_limits,
+        args.seed_accounts,
+        args.backlog,
+    ]
+    if any(spawn_only) and not args.spawn:
+        parser.error(
+            "--database, --redis, --keep-limits, --seed-accounts and --backlog"
+            " go with --spawn"
+        )
+    if args.backlog < 0:
+        parser.error("--backlog cannot be negative")
     args.scenarios = tuple(
         name.strip()
         for text in args.scenario or ["private"]
@@ -254,20 +281,26 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
     addresses = list(args.addresses)
     pid = args.server_pid
     kill: Callable[[], Awaitable[None]] | None = None
+    prefix = new_prefix()
     try:
         if args.spawn:
             directory = Path(tempfile.mkdtemp(prefix="chat-bench-"))
             count = 2 if "reconnect" in args.scenarios else 1
-            for n in range(count):
-                server = SpawnedServer(
+            servers = [
+                SpawnedServer(
                     reactor,
                     directory,
                     f"bench-{n}",
                     args.database,
                     args.redis,
                     limits=args.keep_limits,
+                    backlog=args.backlog,
                 )
-                servers.append(server)
+                for n in range(count)
+            ]
+            if args.seed_accounts:
+                await _seed(reactor, servers[0].database, prefix, args.connections)
+            for server in servers:
                 await server.start()
                 print(
                     f"chat-bench: started {server.server_id}, pid {server.pid},"
@@ -282,7 +315,7 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
             kill = _killer(pid)
         plan = Plan(
             targets=addresses,
-            prefix=new_prefix(),
+            prefix=prefix,
             connections=args.connections,
             scenarios=args.scenarios,
             kinds=kinds(args),
@@ -297,6 +330,7 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
             drain_timeout=args.drain_timeout,
             setup_timeout=args.setup_timeout,
             progress=not args.quiet,
+            seeded=args.seed_accounts,
         )
         run = Run(reactor, plan, ProcessStats(pid) if pid else None, kill)
         try:
@@ -314,6 +348,19 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
             await server.stop()
         if directory is not None:
             shutil.rmtree(directory, ignore_errors=True)
+
+
+async def _seed(reactor: Any, database: str, prefix: str, count: int) -> None:
+    plan = Plan(targets=[], prefix=prefix, connections=count)
+    started = reactor.seconds()
+    await seed_accounts(
+        reactor, database, [plan.name(n) for n in range(count)], plan.password
+    )
+    print(
+        f"chat-bench: {count} accounts seeded in {reactor.seconds() - started:.1f} s",
+        file=sys.stderr,
+        flush=True,
+    )
 
 
 def _killer(pid: int) -> Callable[[], Awaitable[None]]:
@@ -336,7 +383,8 @@ def _report(run: Run, args: argparse.Namespace) -> bool:
         print(table(summary))
     setup = run.setup
     print(
-        f"\nsetup: {len(run.clients)} connections connected and signed up in"
+        f"\nsetup: {len(run.clients)} connections connected and"
+        f" {'logged in' if args.seed_accounts else 'signed up'} in"
         f" {setup.signup_seconds:.1f} s ({setup.signup_rate:.1f}/s)"
     )
     for result in results:

@@ -68,6 +68,7 @@ async def reconnect(run: Run, number: int) -> PhaseResult:
     caught_up = summarize(recovery.caught_up())
     result.extra["caught_up"] = caught_up.count
     result.extra["caught_up_p50_ms"] = caught_up.p50
+    result.extra["caught_up_p95_ms"] = caught_up.p95
     result.extra["caught_up_max_ms"] = caught_up.max
     return result
 
@@ -173,6 +174,7 @@ class _Recovery:
             "resumed": len(self.resumed_at),
             "all_resumed_seconds": max(resumed, default=0.0),
             "resume_p50_ms": summarize(resumed).p50,
+            "resume_p95_ms": summarize(resumed).p95,
             "password_fallbacks": self.fallbacks,
             "replayed_by_resume": self.replayed,
             "resent": self.resent,

@@ -62,6 +62,8 @@ class Plan:
     drain_timeout: float = 10.0
     setup_timeout: float = 600.0
     progress: bool = True
+    # The accounts exist already (chat.bench.seed): log in, do not sign up.
+    seeded: bool = False
 
     @property
     def password(self) -> str:
@@ -144,8 +146,9 @@ class Run:
 
     async def join_all(self) -> None:
         """
-        Connect every slot and sign it up, a few at a time: a connection
-        opened long before its sign-up could meet the server's login timeout.
+        Connect every slot and sign it up (log it in when the accounts were
+        seeded), a few at a time: a connection opened long before its sign-up
+        could meet the server's login timeout.
         """
         started = self.now()
         gate = DeferredSemaphore(JOIN_CONCURRENCY)
@@ -154,7 +157,10 @@ class Run:
 
         async def join(slot: int) -> None:
             client = await self.open(slot, address)
-            await client.signup(self.names[slot], self.plan.password)
+            if self.plan.seeded:
+                await client.login(self.names[slot], self.plan.password)
+            else:
+                await client.signup(self.names[slot], self.plan.password)
             self.clients[slot] = client
 
         def start(slot: int) -> Deferred[None]:
@@ -166,7 +172,8 @@ class Run:
         )
         ticker = self._every_second(
             lambda: (
-                f"[setup] signed up {len(self.live())}/{len(self.clients)}"
+                f"[setup] {'logged in' if self.plan.seeded else 'signed up'}"
+                f" {len(self.live())}/{len(self.clients)}"
                 f" in {self.now() - started:.0f} s"
             )
         )

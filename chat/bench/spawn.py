@@ -98,6 +98,7 @@ class SpawnedServer:
         database: str = "",
         redis: str = "",
         limits: bool = False,
+        backlog: int = 0,
     ) -> None:
         self.reactor = reactor
         self.directory = directory
@@ -105,6 +106,7 @@ class SpawnedServer:
         self.database = database or f"sqlite:{directory / 'chat.db'}"
         self.redis = redis
         self.limits = limits
+        self.backlog = backlog
         self.address = Address(LOCALHOST, free_port())
         self.log_path = directory / f"{server_id}.log"
         self._child = _Ended()
@@ -113,11 +115,10 @@ class SpawnedServer:
     @property
     def command(self) -> list[str]:
         command = [*TWISTD, "-n", "--pidfile=", f"--logfile={self.log_path}"]
-        command += [
-            "chat",
-            "--listen",
-            f"tcp:{self.address.port}:interface={LOCALHOST}",
-        ]
+        listen = f"tcp:{self.address.port}:interface={LOCALHOST}"
+        if self.backlog:
+            listen += f":backlog={self.backlog}"
+        command += ["chat", "--listen", listen]
         command += ["--database", self.database, "--server-id", self.server_id]
         command += ["--drain", "0"]
         if not self.limits:

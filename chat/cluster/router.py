@@ -153,8 +153,7 @@ class RedisRouter:
         else:
             by_user = self._registry.by_user
             connections = [c for name in folded_names for c in by_user.get(name, ())]
-        for connection in connections:
-            connection.deliver(event)
+        self._registry.show(connections, event)
         if isinstance(event, MessageEvent):
             self.traffic.shown += len(connections)
 
