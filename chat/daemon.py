@@ -42,7 +42,7 @@ from chat.storage import Store, time_param
 if TYPE_CHECKING:
     from chat.cluster.node import Cluster
 
-DEFAULT_LISTEN = "tcp:30080"
+DEFAULT_LISTEN = "tcp:30080:backlog=1024"
 DEFAULT_DATABASE = "sqlite:chat-data/chat.db"
 # Seconds between the maintenance notice and closing the connections.
 DEFAULT_DRAIN = 3.0
