@@ -20,12 +20,12 @@ from twisted.application.service import Service
 from twisted.internet.defer import Deferred, DeferredList
 from twisted.internet.endpoints import serverFromString
 from twisted.internet.interfaces import IListeningPort
-from twisted.internet.task import deferLater
+from twisted.internet.task import LoopingCall, deferLater
 from twisted.logger import Logger
 
 from chat import logs
 from chat.admin import Readiness, admin_resource, listen_admin
-from chat.db import IDatabase, open_database
+from chat.db import DatabaseUnavailable, IDatabase, open_database
 from chat.events import NoticeEvent
 from chat.factory import ChatFactory, ConnectionRegistry
 from chat.guard import Limits
@@ -42,12 +42,14 @@ from chat.storage import Store, time_param
 if TYPE_CHECKING:
     from chat.cluster.node import Cluster
 
-DEFAULT_LISTEN = "tcp:30080"
+DEFAULT_LISTEN = "tcp:30080:backlog=1024"
 DEFAULT_DATABASE = "sqlite:chat-data/chat.db"
 # Seconds between the maintenance notice and closing the connections.
 DEFAULT_DRAIN = 3.0
 # How long closed connections may take to go before they are aborted.
 CLOSE_GRACE = 5.0
+# Seconds between records of how far each person has been shown messages.
+SEEN_SAVE_INTERVAL = 5.0
 MAINTENANCE = "SERVER MAINTENANCE: reconnecting in a few seconds"
 
 
@@ -118,6 +120,10 @@ class ChatDaemon(Service):
         self.ready: Deferred[None] = Deferred()
         self.started = False
         self.draining = False
+        self._saving_seen = LoopingCall(
+            lambda: self.registry.spawn("save seen", self._save_seen())
+        )
+        self._saving_seen.clock = reactor
 
     def startService(self) -> None:
         super().startService()
@@ -142,7 +148,16 @@ class ChatDaemon(Service):
                 server=self.settings.server_id,
                 address=port.getHost(),
             )
+        self._saving_seen.start(SEEN_SAVE_INTERVAL, now=False)
         self.started = True
+
+    async def _save_seen(self) -> None:
+        try:
+            await self.service.save_seen()
+        except DatabaseUnavailable as e:
+            self.log.warn(
+                "could not record what people were shown: {error}", error=str(e)
+            )
 
     async def _listen_admin(self, description: str) -> None:
         """
@@ -201,11 +216,16 @@ class ChatDaemon(Service):
 
     async def _stop(self) -> None:
         self.draining = True
+        if self._saving_seen.running:
+            self._saving_seen.stop()
         if self.cluster is not None:
             self.registry.spawn("replica figures", self.cluster.stats.heartbeat.beat())
         await DeferredList([port.stopListening() for port in self.ports])
         self.ports = []
         await self._drain()
+        if self.cluster is not None:
+            # Every connection is closed: no message is owed to anyone here.
+            self.cluster.router.in_order.stop()
         await DeferredList(self.registry.pending())
         if self.cluster is not None:
             # The logouts just finished handed presence events to the router.

@@ -27,7 +27,7 @@ from chat.records import Kind, Message
 CONTENT_TYPE = CONTENT_TYPE_LATEST
 LOGIN_KINDS = ("signup", "login")
 # The background tasks that carry events to people (chat.cluster.router).
-DELIVERY_TASKS = ("route", "publish", "catch-up")
+DELIVERY_TASKS = ("route", "publish", "catch-up", "in order")
 # From a millisecond on one host to ten seconds through a struggling Redis.
 LATENCY_BUCKETS_SECONDS = (
     0.001,

@@ -31,7 +31,9 @@ from twisted.internet.defer import (
     gatherResults,
 )
 from twisted.internet.error import ConnectionClosed
+from twisted.internet.main import CONNECTION_DONE
 from twisted.logger import Logger
+from twisted.python.failure import Failure
 from txpostgres import txpostgres
 
 from chat.db import (
@@ -92,6 +94,20 @@ def translate_placeholders(sql: str) -> str:
     return _SQL_TOKEN.sub(_rewrite_token, sql)
 
 
+# A replica that freezes or loses its network in the middle of a transaction
+# must not keep its locks for long: while one holds the lock that orders
+# message commits, no replica can store a message.  TCP keepalives notice a
+# vanished peer within about 25 s, the server ends a transaction left idle
+# for 10 s, and a wait for a lock gives up after 20 s.
+KEEPALIVES = {
+    "keepalives": "1",
+    "keepalives_idle": "10",
+    "keepalives_interval": "5",
+    "keepalives_count": "3",
+}
+SESSION_SETTINGS = "-c idle_in_transaction_session_timeout=10s -c lock_timeout=20s"
+
+
 def connect_keywords(url: str) -> dict[str, str]:
     """
     The psycopg2 connect keywords that a C{postgresql://} URL names.
@@ -108,6 +124,10 @@ def connect_keywords(url: str) -> dict[str, str]:
     except psycopg2.ProgrammingError:
         # libpq's message may quote the URL, password and all.
         raise ValueError("malformed PostgreSQL URL") from None
+    for name, value in KEEPALIVES.items():
+        keywords.setdefault(name, value)
+    # The URL's own settings come last, so they win.
+    keywords["options"] = f"{SESSION_SETTINGS} {keywords.get('options', '')}".strip()
     return keywords
 
 
@@ -182,6 +202,26 @@ class _PostgresTransaction:
             return rows
 
 
+def forget_descriptor(reactor: Any, fd: int) -> None:
+    """
+    Remove every trace of file descriptor C{fd} from the reactor's books.
+
+    The epoll and poll reactors drop a descriptor from their map before they
+    unregister it from the kernel, and from their read and write sets after;
+    when the descriptor was closed already, the unregistering fails and the
+    number stays in those sets.  A new socket that gets the same number is
+    then never watched, so a connection opened later would hang.
+    """
+    if fd == -1:
+        return
+    for books in ("_reads", "_writes", "_selectables"):
+        kept = getattr(reactor, books, None)
+        if isinstance(kept, set):
+            kept.discard(fd)
+        elif isinstance(kept, dict):
+            kept.pop(fd, None)
+
+
 class _Connection(txpostgres.Connection):  # type: ignore[misc]
     """
     A txpostgres connection that opens itself again once the server has
@@ -196,13 +236,33 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
         self.connect_timeout = CONNECT_TIMEOUT_SECONDS
         self.target = "PostgreSQL"
         self._lost = False
+        self._fd = -1
 
     def is_open(self) -> bool:
         return self._connection is not None and not self._connection.closed
 
+    def fileno(self) -> int:
+        fd: int = super().fileno()
+        if fd != -1:
+            self._fd = fd
+        return fd
+
     def close(self) -> None:
-        if self._connection is not None:
+        connection = self._connection
+        if connection is None:
+            return
+        try:
             super().close()
+        except (KeyError, OSError) as e:
+            # libpq closed the socket itself when the server went away, and
+            # the reactor failed to unregister it halfway through.
+            self.log.debug("closing a dropped connection: {error!r}", error=e)
+            forget_descriptor(self.reactor, self._fd)
+            if not connection.closed:
+                connection.close()
+            for cursor in set(self._cursors):
+                cursor.connectionLost(Failure(CONNECTION_DONE))
+            self.connectionLost(Failure(CONNECTION_DONE))
 
     def doRead(self) -> None:
         try:

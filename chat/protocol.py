@@ -467,7 +467,9 @@ class ChatProtocol(LineReceiver):
 
     async def do_resume(self, command: Command) -> None:
         last_id = command.arg(1)
-        if last_id and (not last_id.isdigit() or int(last_id) > MAX_ID):
+        if last_id and not (last_id.isascii() and last_id.isdigit()):
+            raise ChatError("bad_request", "usage: /resume TOKEN [LAST_ID]")
+        if last_id and int(last_id) > MAX_ID:
             raise ChatError("bad_request", "usage: /resume TOKEN [LAST_ID]")
         resumed = await self.service.resume(
             command.args[0], int(last_id) if last_id else None
@@ -484,8 +486,7 @@ class ChatProtocol(LineReceiver):
                 " away; the older ones are in /history"
             )
             self._send(self.renderer.event(notice, self.user, ""))
-        else:
-            await self._stored_during_resume(resumed)
+        await self._stored_during_resume(resumed)
 
     async def _stored_during_resume(self, resumed: Resumed) -> None:
         """
@@ -501,7 +502,7 @@ class ChatProtocol(LineReceiver):
         stored: list[Message] = []
         self._held = []
         try:
-            stored = await self.service.stored_after(login, resumed.after)
+            stored = await self.service.stored_after(login, login.seen_up_to)
         finally:
             held, self._held = self._held, None
             for message in sorted(stored + held, key=lambda m: m.id):

@@ -151,6 +151,8 @@ class ChatService:
         self.tokens = tokens or LocalTokens(clock)
         self.throttle = LoginThrottle(clock)
         self.metrics = ChatMetrics()
+        # Sessions shown messages since their progress was last recorded.
+        self._unsaved: dict[int, Login] = {}
 
     def now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
@@ -233,23 +235,23 @@ class ChatService:
         Restore a session from its token, taking over any connection the
         person still has, and return what they missed after C{last_id}
         (by default, after what they were last shown).
+
+        Everything that needs the database happens before the token is
+        exchanged and the old connection closed, so a resume that fails for
+        want of the database leaves both as they were.
         """
-        rotated = await self.tokens.rotate(token)
-        found = await self.store.find_user(rotated[0]) if rotated else None
-        if rotated is None or found is None:
-            raise ChatError(
-                "bad_token",
-                "that session has expired or ended; log in with your password",
-            )
-        folded, new_token = rotated
+        folded = await self.tokens.owner(token)
+        found = await self.store.find_user(folded) if folded else None
+        if folded is None or found is None:
+            raise _expired()
         user = found[0]
-        was_online = await self.presence.is_online(folded)
-        self.router.replace(folded)
-        await self.presence.take_over(
-            folded, Presence(user.name, self.server_id, self.clock.seconds())
-        )
         if last_id is None:
             last_id = await self.store.seen_up_to(user)
+            shown_here = self._unsaved.get(user.id)
+            if shown_here is not None:
+                last_id = max(last_id, shown_here.seen_up_to)
+        # An id beyond every stored one would hide the messages still to come.
+        last_id = min(last_id, await self.store.last_message_id())
         batch = await self.store.messages_for(
             user, last_id, RESUME_MAX + 1, newest=True
         )
@@ -258,14 +260,22 @@ class ChatService:
         session_id = await self.store.record_login(
             user, self.server_id, self.now(), "resume"
         )
+        rotated = await self.tokens.rotate(token)
+        if rotated is None or rotated[0] != folded:
+            raise _expired()
+        new_token = rotated[1]
+        was_online = await self.presence.is_online(folded)
+        self.router.replace(folded)
+        await self.presence.take_over(
+            folded, Presence(user.name, self.server_id, self.clock.seconds())
+        )
         self.log.info(
             "{user} resumed, {count} missed", user=user.name, count=len(missed)
         )
-        new = [m for m in missed if m.id > last_id]
         away = AwayCounts(
-            private=sum(m.kind is Kind.PRIVATE for m in new),
-            group=sum(m.kind is Kind.GROUP for m in new),
-            broadcast=sum(m.kind is Kind.BROADCAST for m in new),
+            private=sum(m.kind is Kind.PRIVATE for m in missed),
+            group=sum(m.kind is Kind.GROUP for m in missed),
+            broadcast=sum(m.kind is Kind.BROADCAST for m in missed),
         )
         if not was_online:
             self.router.deliver_all(PresenceEvent(user.name, True))
@@ -305,9 +315,27 @@ class ChatService:
 
     def saw(self, login: Login, message: Message) -> None:
         """
-        Note that a message reached the person of C{login}.
+        Note that a message reached the person of C{login}; L{save_seen}
+        records it.
         """
-        login.seen_up_to = max(login.seen_up_to, message.id)
+        if message.id > login.seen_up_to:
+            login.seen_up_to = message.id
+            self._unsaved[login.user.id] = login
+
+    async def save_seen(self) -> None:
+        """
+        Record how far each person has been shown messages since the last
+        call, so that a resume without a last id, after a crash or from a
+        second connection, does not show them again.
+        """
+        unsaved, self._unsaved = self._unsaved, {}
+        marks = [(login.user, login.seen_up_to) for login in unsaved.values()]
+        try:
+            await self.store.mark_seen_many(marks)
+        except DatabaseUnavailable:
+            for user_id, login in unsaved.items():
+                self._unsaved.setdefault(user_id, login)
+            raise
 
     def delivered(self, message: Message, count: int) -> None:
         """
@@ -535,6 +563,12 @@ async def audience(store: Store, message: Message) -> list[str] | None:
     if message.kind is Kind.GROUP:
         return await store.group_member_names(message.target[len(GROUP_PREFIX) :])
     return [names.fold(message.target)]
+
+
+def _expired() -> ChatError:
+    return ChatError(
+        "bad_token", "that session has expired or ended; log in with your password"
+    )
 
 
 def unavailable(error: DatabaseUnavailable) -> ChatError:

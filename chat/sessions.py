@@ -38,6 +38,11 @@ class ITokens(Protocol):
         A new token for C{folded}'s session.
         """
 
+    async def owner(self, token: str) -> str | None:
+        """
+        The folded name whose live token this is, or C{None}.
+        """
+
     async def rotate(self, token: str) -> tuple[str, str] | None:
         """
         Exchange a live token for a new one: C{(folded name, new token)}, or
@@ -91,6 +96,10 @@ class LocalTokens:
             folded, self._clock.seconds() + self._idle
         )
         return token
+
+    async def owner(self, token: str) -> str | None:
+        entry = self._live(token)
+        return None if entry is None else entry.folded
 
     async def rotate(self, token: str) -> tuple[str, str] | None:
         entry = self._live(token)

@@ -401,6 +401,21 @@ class Store:
             (up_to, user.id, up_to),
         )
 
+    async def mark_seen_many(self, marks: list[tuple[User, int]]) -> None:
+        """
+        L{mark_seen} for several people, in one transaction.
+        """
+
+        async def work(txn: Transaction) -> None:
+            for user, up_to in marks:
+                await txn.execute(
+                    "UPDATE users SET seen_up_to = ? WHERE id = ? AND seen_up_to < ?",
+                    (up_to, user.id, up_to),
+                )
+
+        if marks:
+            await self._db.transaction(work)
+
     async def away_counts(self, user: User) -> AwayCounts:
         """
         How many messages for C{user}, by others, came after what they last saw.

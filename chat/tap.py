@@ -123,7 +123,7 @@ class Options(EnvironmentOptions):
 
     def opt_listen(self, endpoint: str) -> None:
         """
-        Twisted endpoint to listen on, e.g. tcp:30080:interface=127.0.0.1 (may be repeated) [$CHAT_LISTEN, space-separated] [default: tcp:30080]
+        Twisted endpoint to listen on, e.g. tcp:30080:interface=127.0.0.1 (may be repeated) [$CHAT_LISTEN, space-separated] [default: tcp:30080:backlog=1024]
         """  # noqa: E501
         self["listen"].append(endpoint)
 

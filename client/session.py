@@ -131,24 +131,19 @@ class SessionOver(Exception):
     """
 
 
-def highest_message_id(obj: JsonObject) -> int:
+def message_id(event: JsonObject) -> int:
     """
-    The highest message id in a reply or event, or 0 when it holds none.
+    The id of the message a C{message} event carries, or 0 for other events.
+
+    Only these count towards the id a resume starts after: messages reach a
+    connection in id order, but the id in a C{sent} or C{history} reply can
+    be higher than that of a message still on its way to this connection.
     """
-    if obj.get("type") in ("sent", "message"):
-        candidates = [obj.get("message")]
-    elif obj.get("type") == "history" and isinstance(obj.get("messages"), list):
-        candidates = obj["messages"]
-    else:
-        return 0
-    ids = [
-        item["id"]
-        for item in candidates
-        if isinstance(item, dict)
-        and isinstance(item.get("id"), int)
-        and not isinstance(item["id"], bool)
-    ]
-    return max(ids, default=0)
+    message = event.get("message") if event.get("type") == "message" else None
+    id = message.get("id") if isinstance(message, dict) else None
+    if isinstance(id, int) and not isinstance(id, bool):
+        return id
+    return 0
 
 
 class _Request:
@@ -239,8 +234,8 @@ class Session:
         self.user: str | None = None
         self.token: str | None = None
         self.last_id = 0
-        # Message ids already passed on: a resume replays a few seconds
-        # before last_id, and those must not reach the screens twice.
+        # Message ids already passed on: a replica catching up after losing
+        # Redis can send one again, and it must not reach the screens twice.
         self._shown: OrderedDict[int, None] = OrderedDict()
         self._password: str | None = None
         self.ended: Deferred[str | None] = Deferred()
@@ -352,7 +347,7 @@ class Session:
     def _event_received(self, link: _Link, event: JsonObject) -> None:
         if link is not self._link or self._seen_before(event):
             return
-        self.last_id = max(self.last_id, highest_message_id(event))
+        self.last_id = max(self.last_id, message_id(event))
         if event["type"] == "notice":
             self._notice(event)
         self._listener.event_received(event)
@@ -574,7 +569,6 @@ class Session:
         if request.cmd in ("login", "signup"):
             name = request.fields.get("name")
             self._note_login(reply, name if isinstance(name, str) else "")
-        self.last_id = max(self.last_id, highest_message_id(reply))
         request.result.callback(reply)
 
     def _failed(

@@ -23,10 +23,13 @@ from chat.db import (
     open_database,
 )
 from chat.postgres import (
+    KEEPALIVES,
+    SESSION_SETTINGS,
     PostgresDatabase,
     advisory_lock,
     connect_keywords,
     describe,
+    forget_descriptor,
     translate_placeholders,
 )
 from tests.servers import LOCALHOST, free_port, shared_postgres, shared_redis
@@ -100,6 +103,8 @@ class ConnectKeywordsTests(SynchronousTestCase):
                 "host": "db.local",
                 "port": "5433",
                 "dbname": "chat/x",
+                **KEEPALIVES,
+                "options": SESSION_SETTINGS,
             },
         )
 
@@ -109,8 +114,26 @@ class ConnectKeywordsTests(SynchronousTestCase):
         """
         self.assertEqual(
             connect_keywords("postgres://chat@/chat?host=/run/pg&sslmode=disable"),
-            {"user": "chat", "dbname": "chat", "host": "/run/pg", "sslmode": "disable"},
+            {
+                "user": "chat",
+                "dbname": "chat",
+                "host": "/run/pg",
+                "sslmode": "disable",
+                **KEEPALIVES,
+                "options": SESSION_SETTINGS,
+            },
         )
+
+    def test_url_settings_win(self) -> None:
+        """
+        Keepalive and server settings given in the URL come after, so ahead
+        of, the defaults.
+        """
+        keywords = connect_keywords(
+            "postgresql://u@h/d?keepalives_idle=60&options=-c%20lock_timeout%3D1s"
+        )
+        self.assertEqual(keywords["keepalives_idle"], "60")
+        self.assertEqual(keywords["options"], f"{SESSION_SETTINGS} -c lock_timeout=1s")
 
     def test_other_scheme(self) -> None:
         """
@@ -156,6 +179,51 @@ async def raised(awaitable: Awaitable[object], kind: type[E]) -> E:
     except kind as e:
         return e
     raise AssertionError(f"{kind.__name__} was not raised")
+
+
+class _Socket:
+    """
+    A reader for the reactor, standing for a database connection's socket.
+    """
+
+    def __init__(self, sock: socket.socket) -> None:
+        self.sock = sock
+
+    def fileno(self) -> int:
+        return self.sock.fileno()
+
+    def doRead(self) -> None:
+        pass
+
+    def logPrefix(self) -> str:
+        return "socket"
+
+
+class ForgetDescriptorTests(SynchronousTestCase):
+    def test_closed_descriptor_number_is_watched_again(self) -> None:
+        """
+        After the epoll reactor failed to unregister a socket that was closed
+        under it, L{forget_descriptor} lets a new socket with the same number
+        be watched.
+        """
+        from twisted.internet.epollreactor import EPollReactor
+
+        poller = EPollReactor()
+        self.addCleanup(poller._poller.close)
+        first, peer = socket.socketpair()
+        self.addCleanup(peer.close)
+        reader = _Socket(first)
+        poller.addReader(reader)
+        fd = first.fileno()
+        first.close()
+        self.assertRaises(OSError, poller.removeReader, reader)
+        forget_descriptor(poller, fd)
+        second, other = socket.socketpair()
+        self.addCleanup(second.close)
+        self.addCleanup(other.close)
+        self.assertEqual(second.fileno(), fd)
+        poller.addReader(_Socket(second))
+        self.assertIn(fd, poller._selectables)
 
 
 class Boom(Exception):
@@ -318,6 +386,21 @@ class PostgresDatabaseTests(TestCase):
             )
 
         await gatherResults([one(name) for name in names])
+
+    async def test_settings_reach_the_server(self) -> None:
+        """
+        The server applies the session settings that bound how long a
+        vanished replica keeps its locks.
+        """
+
+        async def show(txn: Transaction) -> list[Any]:
+            found = []
+            for name in ("idle_in_transaction_session_timeout", "lock_timeout"):
+                rows = await txn.execute(f"SHOW {name}")
+                found.append(rows[0][0])
+            return found
+
+        self.assertEqual(await self.db.transaction(show), ["10s", "20s"])
 
     async def test_advisory_lock(self) -> None:
         """

@@ -13,7 +13,13 @@ from twisted.internet.defer import Deferred
 from twisted.internet.task import Clock
 from twisted.trial.unittest import SynchronousTestCase
 
-from chat.cluster.sequence import PAGE, PATIENCE, Audience, Sequencer
+from chat.cluster.sequence import (
+    PAGE,
+    PATIENCE,
+    RETRY_FIRST,
+    Audience,
+    Sequencer,
+)
 from chat.db import DatabaseUnavailable
 from chat.records import Kind, Message
 
@@ -167,16 +173,36 @@ class SequencerTests(SynchronousTestCase):
 
     def test_store_unavailable(self) -> None:
         """
-        When the store cannot be read, the gap is given up on and the
-        messages after it are still handed on, in order.
+        While the store cannot be read, the messages after the gap wait, and
+        the read is tried again, less and less often, until it works.
         """
         self.stored.ids = [2]
         self.stored.down = True
         self.sequencer.start_after(1)
         self.feed(4, 3)
         self.clock.advance(PATIENCE)
-        self.assertEqual(self.shown, [3, 4])
-        self.assertEqual(len(self.flushLoggedErrors()), 0)
+        self.clock.advance(RETRY_FIRST)
+        self.assertEqual(len(self.stored.reads), 2)
+        self.clock.advance(RETRY_FIRST)
+        self.assertEqual(len(self.stored.reads), 2)
+        self.assertEqual(self.shown, [])
+        self.stored.down = False
+        self.clock.advance(RETRY_FIRST)
+        self.assertEqual(self.shown, [2, 3, 4])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
+
+    def test_stop_ends_the_wait(self) -> None:
+        """
+        Stopping gives up a read that waits for the store, so that shutdown
+        is not held up; the messages after the gap are handed on.
+        """
+        self.stored.down = True
+        self.sequencer.start_after(1)
+        self.feed(3)
+        self.clock.advance(PATIENCE)
+        self.sequencer.stop()
+        self.assertEqual(self.shown, [3])
+        self.assertEqual(self.clock.getDelayedCalls(), [])
 
     def test_old_and_repeated_ids(self) -> None:
         """

@@ -10,8 +10,10 @@ arrives, every lower id is either committed already or will never exist.
 A L{Sequencer} therefore hands a message on only once every lower id has been
 dealt with.  When an arrival leaves a gap it waits a moment for the missing
 ids to come in the usual way; whatever is still missing then is read from the
-store, handed on in order, and dropped if it arrives later.  Every replica
-sees every message for this to work, whether or not anyone here receives it.
+store, handed on in order, and dropped if it arrives later.  While the store
+cannot be read, the messages after the gap wait and the read is tried again.
+Every replica sees every message for this to work, whether or not anyone here
+receives it.
 """
 
 from __future__ import annotations
@@ -34,6 +36,10 @@ from chat.records import Message
 PATIENCE = 0.05
 # The most messages read from the store at once to fill a gap.
 PAGE = 500
+# While the store cannot be read, the seconds between tries: doubling from
+# the first to the most.
+RETRY_FIRST = 1.0
+RETRY_MAX = 10.0
 
 # Folded names of the people a message is for, or None for everyone.
 Audience = list[str] | None
@@ -82,6 +88,8 @@ class Sequencer:
         self._waiting: list[_Arrival] = []
         self._working = False
         self._next_arrived: Deferred[None] | None = None
+        self._sleeping: Deferred[None] | None = None
+        self._stopped = False
 
     def start_after(self, message_id: int) -> None:
         """
@@ -127,31 +135,66 @@ class Sequencer:
         before = self._waiting[0].id
         if before == self.high + 1:
             return
-        after = self.high
-        try:
-            while True:
-                page = await self._missed(self.high, before, PAGE)
-                for message, to in page:
-                    if message.id > self.high:
-                        self.high = message.id
-                        self.filled += 1
-                        self._hand_on(message, to)
-                if len(page) < PAGE:
+        delay = RETRY_FIRST
+        while True:
+            try:
+                await self._fill(before)
+                break
+            except DatabaseUnavailable as e:
+                if self._stopped:
                     break
-            self.log.debug(
-                "read messages {after} to {before} to fill a gap",
-                after=after + 1,
-                before=before - 1,
-            )
-        except DatabaseUnavailable as e:
-            self.log.warn(
-                "messages {after} to {before} were not read, so people here"
-                " get them only by catching up: {error}",
-                after=self.high + 1,
-                before=before - 1,
-                error=str(e),
-            )
+                self.log.warn(
+                    "messages {after} to {before} wait for the database,"
+                    " trying again in {delay}s: {error}",
+                    after=self.high + 1,
+                    before=before - 1,
+                    delay=delay,
+                    error=str(e),
+                )
+                await self._sleep(delay)
+                delay = min(delay * 2, RETRY_MAX)
         self.high = max(self.high, before - 1)
+
+    async def _fill(self, before: int) -> None:
+        after = self.high
+        while True:
+            page = await self._missed(self.high, before, PAGE)
+            for message, to in page:
+                if message.id > self.high:
+                    self.high = message.id
+                    self.filled += 1
+                    self._hand_on(message, to)
+            if len(page) < PAGE:
+                break
+        self.log.debug(
+            "read messages {after} to {before} to fill a gap",
+            after=after + 1,
+            before=before - 1,
+        )
+
+    def stop(self) -> None:
+        """
+        Stop waiting for the database: the replica is shutting down and its
+        connections are closed.
+        """
+        self._stopped = True
+        sleeping, self._sleeping = self._sleeping, None
+        if sleeping is not None:
+            sleeping.callback(None)
+
+    async def _sleep(self, seconds: float) -> None:
+        sleeping: Deferred[None] = Deferred()
+        self._sleeping = sleeping
+
+        def wake() -> None:
+            if self._sleeping is sleeping:
+                self._sleeping = None
+                sleeping.callback(None)
+
+        timer = self.clock.callLater(seconds, wake)
+        await sleeping
+        if timer.active():
+            timer.cancel()
 
     async def _wait_for_next(self) -> None:
         arrived: Deferred[None] = Deferred()

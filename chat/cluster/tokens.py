@@ -44,6 +44,10 @@ class RedisTokens:
         await self._redis.execute("SET", self._key(token), folded, "PX", self._idle_ms)
         return token
 
+    async def owner(self, token: str) -> str | None:
+        folded = await self._redis.execute("GET", self._key(token))
+        return str(folded) if folded else None
+
     async def rotate(self, token: str) -> tuple[str, str] | None:
         fresh = new_token()
         folded = await self._redis.eval(
