@@ -34,6 +34,11 @@ from chat.bench.tracker import Books, message_text, parse_text
 from chat.daemon import ChatDaemon, Settings
 from chat.guard import Limits
 from chat.passwords import Passwords, cheap_hasher
+from tests.failover import flush_redis
+from tests.servers import shared_postgres, shared_redis
+
+# A Redis database of its own, emptied before use.
+BENCH_REDIS_DATABASE = 13
 
 STAT_TAIL = "S 1 2 3 4 5 6 7 8 9 10 {utime} {stime} 0 0 20 0 1 0 100 2000 30"
 
@@ -402,7 +407,9 @@ class RunTests(TestCase):
 
     timeout = 120
 
-    async def start_daemon(self, database: str = "") -> int:
+    async def start_daemon(
+        self, database: str = "", redis: str | None = None, server_id: str = "bench"
+    ) -> int:
         if not database:
             directory = self.mktemp()
             os.makedirs(directory)
@@ -410,7 +417,8 @@ class RunTests(TestCase):
         settings = Settings(
             listen=["tcp:0:interface=127.0.0.1"],
             database=database,
-            server_id="bench-test",
+            redis=redis,
+            server_id=server_id,
             passwords=Passwords(reactor, cheap_hasher()),
             drain=0.0,
             limits=Limits(command_rate=0, login_timeout=0),
@@ -428,8 +436,29 @@ class RunTests(TestCase):
         and reaches each intended recipient exactly once, with no error.
         """
         port = await self.start_daemon()
+        await self.exactly_once([Address("127.0.0.1", port)])
+
+    async def test_cluster_message_scenarios_exactly_once(self) -> None:
+        """
+        The same traffic across two replicas in cluster mode, sharing a real
+        PostgreSQL and Redis, with the connections spread over both: every
+        message crosses Redis and each replica's in-order hand-on, and still
+        reaches each intended recipient exactly once.
+        """
+        postgres, redis = shared_postgres(), shared_redis()
+        database = postgres.create_database()
+        self.addCleanup(postgres.drop_database, database)
+        flush_redis(redis.port, BENCH_REDIS_DATABASE)
+        redis_url = f"redis://127.0.0.1:{redis.port}/{BENCH_REDIS_DATABASE}"
+        targets = [
+            Address("127.0.0.1", await self.start_daemon(database, redis_url, name))
+            for name in ("bench-a", "bench-b")
+        ]
+        await self.exactly_once(targets)
+
+    async def exactly_once(self, targets: list[Address]) -> None:
         plan = Plan(
-            targets=[Address("127.0.0.1", port)],
+            targets=targets,
             prefix="btest",
             connections=20,
             scenarios=("private", "group", "broadcast"),
