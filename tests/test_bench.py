@@ -204,6 +204,12 @@ class TargetTests(SynchronousTestCase):
         self.assertRaises(
             cli.UsageError, cli.parse_args, ["--spawn", "--target", "127.0.0.1:1"]
         )
+        self.assertTrue(cli.parse_args(["--spawn", "--spread"]).spread)
+        self.assertRaises(
+            cli.UsageError,
+            cli.parse_args,
+            ["--spawn", "--spread", "--scenario", "private,reconnect"],
+        )
 
 
 def _client(books: Books, index: int, name: str) -> JsonClient:
@@ -459,6 +465,7 @@ class RunTests(TestCase):
     async def exactly_once(self, targets: list[Address]) -> None:
         plan = Plan(
             targets=targets,
+            spread=True,
             prefix="btest",
             connections=20,
             scenarios=("private", "group", "broadcast"),

@@ -105,6 +105,12 @@ def parse_args(argv: Sequence[str] | None = None) -> argparse.Namespace:
         " signing up (for runs with many connections)",
     )
     where.add_argument(
+        "--spread",
+        action="store_true",
+        help="connect to every target in turn rather than all to the first"
+        " (not with the reconnect scenario, which kills the first)",
+    )
+    where.add_argument(
         "--server-pid",
         type=int,
         help="PID of the local daemon behind the first target: its CPU and"
@@ -191,6 +197,8 @@ def _check(parser: argparse.ArgumentParser, args: argparse.Namespace) -> None:
         for text in args.scenario or ["private"]
         for name in text.split(",")
     )
+    if args.spread and "reconnect" in args.scenarios:
+        parser.error("--spread does not go with the reconnect scenario")
     unknown = [name for name in args.scenarios if name not in SCENARIOS]
     if unknown:
         parser.error(f"unknown scenario {unknown[0]!r}; choose from {SCENARIOS}")
@@ -331,6 +339,7 @@ async def main_async(reactor: Any, args: argparse.Namespace) -> int:
             setup_timeout=args.setup_timeout,
             progress=not args.quiet,
             seeded=args.seed_accounts,
+            spread=args.spread,
         )
         run = Run(reactor, plan, ProcessStats(pid) if pid else None, kill)
         try:

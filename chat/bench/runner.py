@@ -64,6 +64,8 @@ class Plan:
     progress: bool = True
     # The accounts exist already (chat.bench.seed): log in, do not sign up.
     seeded: bool = False
+    # Connections go to every target in turn, not all to the first.
+    spread: bool = False
 
     @property
     def password(self) -> str:
@@ -152,11 +154,11 @@ class Run:
         """
         started = self.now()
         gate = DeferredSemaphore(JOIN_CONCURRENCY)
-        address = self.plan.targets[0]
+        targets = self.plan.targets if self.plan.spread else self.plan.targets[:1]
         self.clients = [None] * self.plan.connections
 
         async def join(slot: int) -> None:
-            client = await self.open(slot, address)
+            client = await self.open(slot, targets[slot % len(targets)])
             if self.plan.seeded:
                 await client.login(self.names[slot], self.plan.password)
             else:
