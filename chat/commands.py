@@ -278,7 +278,9 @@ def parse_json(line: str) -> Command:
             if isinstance(value, bool):
                 value = "on" if value else "off"
             if not isinstance(value, str | int) or not _encodable(str(value)):
-                raise ChatError("bad_request", f'"{name}" must be a string')
+                raise ChatError(
+                    "bad_request", f'"{name}" must be a string or a whole number'
+                )
             args.append(str(value))
         options = {}
         for name in spec.json_only:

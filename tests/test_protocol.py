@@ -678,3 +678,18 @@ class HelpTests(ProtocolTestCase):
             self.assertTrue(lines, topic)
             too_wide = [line for line in lines if len(line) > 79]
             self.assertEqual(too_wide, [], topic)
+
+
+class JsonArgumentTests(ProtocolTestCase):
+    async def test_fraction_where_a_number_goes(self) -> None:
+        """
+        A fraction as a parameter is refused with a message that says what
+        is accepted.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        [reply] = await client.send_json(cmd="resume", token="t", last_id=1.5)
+        self.assertEqual(reply["code"], "bad_request")
+        self.assertEqual(
+            reply["message"], '"last_id" must be a string or a whole number'
+        )
