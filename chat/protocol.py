@@ -341,7 +341,9 @@ class ChatProtocol(LineReceiver):
 
     def _error(self, error: ChatError, id: Any = None) -> None:
         self.service.metrics.errors.labels(error.code).inc()
-        self._send(self.renderer.error(error.code, error.text, id or error.id))
+        if id is None:
+            id = error.id
+        self._send(self.renderer.error(error.code, error.text, id))
 
     def deliver(self, event: Event) -> None:
         """

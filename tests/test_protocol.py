@@ -472,6 +472,16 @@ class JsonModeTests(ProtocolTestCase):
         await client.send_bytes(b"{not json\n")
         self.assertEqual(client.json()[0]["code"], "bad_request")
 
+    async def test_ids_that_look_false_are_echoed(self) -> None:
+        """
+        An id of 0 or the empty string comes back on an error like any other.
+        """
+        client = self.harness.connect()
+        await client.send("/mode json")
+        for id in (0, ""):
+            [reply] = await client.send_json(cmd="users", id=id)
+            self.assertEqual((reply["code"], reply["id"]), ("not_logged_in", id))
+
 
 class ThrottleTests(ProtocolTestCase):
     async def test_repeated_failures_are_throttled(self) -> None:
