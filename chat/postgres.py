@@ -267,9 +267,11 @@ class _Connection(txpostgres.Connection):  # type: ignore[misc]
     def doRead(self) -> None:
         try:
             super().doRead()
-        except psycopg2.Error as e:
-            # An idle connection whose server went away.  txpostgres would let
-            # this reach the reactor, which logs it as an unhandled error.
+        except (psycopg2.Error, ValueError) as e:
+            # An idle connection whose server went away (a ValueError when
+            # txpostgres tries to watch the socket libpq has just closed).
+            # txpostgres would let this reach the reactor, which logs it as an
+            # unhandled error.
             self._noticed_loss(e)
             self.close()
 
