@@ -182,7 +182,14 @@ class ChatService:
         except NameTaken:
             raise ChatError("name_taken", f"the name {name!r} is taken") from None
         self.log.info("new user {user}", user=user.name)
-        return await self._start_session(user, "signup")
+        try:
+            return await self._start_session(user, "signup")
+        except DatabaseUnavailable:
+            raise ChatError(
+                "unavailable",
+                f"your account {user.name!r} was created, but the server could"
+                " not log you in just now; log in shortly",
+            ) from None
 
     async def login(self, name: str, password: str, address: str = "") -> Login:
         """

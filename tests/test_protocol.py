@@ -9,6 +9,7 @@ from typing import Any
 from twisted.trial.unittest import TestCase
 
 from chat import commands, telnet
+from chat.db import DatabaseUnavailable
 from chat.limits import FAILURE_WINDOW, FAILURES_FREE
 from tests.harness import Harness
 
@@ -703,3 +704,29 @@ class JsonArgumentTests(ProtocolTestCase):
         self.assertEqual(
             reply["message"], '"last_id" must be a string or a whole number'
         )
+
+
+class SignupWithoutSessionTests(ProtocolTestCase):
+    async def test_account_created_but_not_logged_in(self) -> None:
+        """
+        When the account is stored but the session cannot start (shared state
+        out of reach), the person is told the account exists and to log in.
+        """
+        presence = self.harness.service.presence
+        claim = presence.claim
+
+        async def unreachable(*args: object) -> bool:
+            raise DatabaseUnavailable("not connected to Redis")
+
+        self.patch(presence, "claim", unreachable)
+        client = self.harness.connect()
+        client.output()
+        [line] = await client.send("/signup frank password123")
+        self.assertEqual(
+            line,
+            "error: your account 'frank' was created, but the server could not"
+            " log you in just now; log in shortly",
+        )
+        self.patch(presence, "claim", claim)
+        lines = await client.send("/login frank password123")
+        self.assertTrue(lines[0].startswith("Welcome"), lines)
