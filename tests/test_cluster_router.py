@@ -271,7 +271,8 @@ class TwoReplicaTests(TestCase):
         """
         Through a Redis restart people stay connected; a message sent while
         Redis was down arrives once it is back, exactly once; presence is
-        rebuilt; a login while it is down gets a clear error.
+        rebuilt; a sign-up while it is down is stored and says so, and a
+        login while it is down gets a clear error.
         """
         alice = await self.one.user("alice")
         bob = Listener(await self.two.user("bob"))
@@ -284,7 +285,9 @@ class TwoReplicaTests(TestCase):
         sent = "".join(await alice.send("/msg bob while down"))
         self.assertIn("alice -> bob: while down", sent)
         carol = self.two.connect()
-        refused = "".join(await carol.send(f"/signup carol {PASSWORD}"))
+        stored = "".join(await carol.send(f"/signup carol {PASSWORD}"))
+        self.assertIn("error: your account 'carol' was created", stored)
+        refused = "".join(await carol.send(f"/login carol {PASSWORD}"))
         self.assertIn("error: the server cannot reach", refused)
         redis.start()
         back = reactor.seconds()
