@@ -9,6 +9,7 @@ the protocol renders.
 from __future__ import annotations
 
 import math
+from collections import OrderedDict
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Protocol
@@ -46,6 +47,8 @@ MAX_REF = 64
 # The most missed messages one resume sends, the newest; older ones stay in
 # /history.
 RESUME_MAX = 1000
+# How many accounts the service keeps at hand for addressing messages.
+USERS_KEPT = 10_000
 
 
 class ChatError(Exception):
@@ -153,6 +156,8 @@ class ChatService:
         self.metrics = ChatMetrics()
         # Sessions shown messages since their progress was last recorded.
         self._unsaved: dict[int, Login] = {}
+        # Recently named accounts, the least recently used first.
+        self._users: OrderedDict[str, User] = OrderedDict()
 
     def now(self) -> datetime:
         return utc_from_timestamp(self.clock.seconds())
@@ -353,9 +358,18 @@ class ChatService:
     # Messages
 
     async def _user(self, name: str) -> User:
-        found = await self.store.find_user(names.fold(name))
+        # Accounts are never renamed or removed, so one found stays right.
+        folded = names.fold(name)
+        user = self._users.get(folded)
+        if user is not None:
+            self._users.move_to_end(folded)
+            return user
+        found = await self.store.find_user(folded)
         if found is None:
             raise ChatError("no_such_user", f"there is no user called {name!r}")
+        self._users[folded] = found[0]
+        if len(self._users) > USERS_KEPT:
+            self._users.popitem(last=False)
         return found[0]
 
     async def _group(self, me: User, name: str) -> Group:

@@ -730,3 +730,33 @@ class SignupWithoutSessionTests(ProtocolTestCase):
         self.patch(presence, "claim", claim)
         lines = await client.send("/login frank password123")
         self.assertTrue(lines[0].startswith("Welcome"), lines)
+
+
+class RecipientLookupTests(ProtocolTestCase):
+    async def test_recipient_read_once(self) -> None:
+        """
+        A recipient is read from the store once, then kept; a name that did
+        not exist yet is read again, so an account made since is found.
+        """
+        store = self.harness.store
+        find_user = store.find_user
+        reads: list[str] = []
+
+        async def counting(folded: str) -> object:
+            reads.append(folded)
+            return await find_user(folded)
+
+        alice = await self.harness.user("alice")
+        await self.harness.user("bob")
+        self.patch(store, "find_user", counting)
+        await alice.send("/msg bob one")
+        await alice.send("/msg bob two")
+        self.assertEqual(reads, ["bob"])
+        lines = await alice.send("/msg carol hi")
+        self.assertEqual(lines, ["error: there is no user called 'carol'"])
+        self.patch(store, "find_user", find_user)
+        await self.harness.user("carol")
+        self.patch(store, "find_user", counting)
+        lines = await alice.send("/msg carol hi")
+        self.assertIn("alice -> carol: hi", lines[0])
+        self.assertEqual(reads, ["bob", "carol", "carol"])
