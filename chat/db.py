@@ -28,7 +28,11 @@ Params = Sequence[Any]
 class DatabaseUnavailable(Exception):
     """
     The database could not be reached; the operation may be retried later.
+
+    @cvar what: what could not be reached, in words for the person waiting.
     """
+
+    what = "database"
 
 
 class IntegrityViolation(Exception):

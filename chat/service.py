@@ -594,8 +594,8 @@ def _expired() -> ChatError:
 
 def unavailable(error: DatabaseUnavailable) -> ChatError:
     """
-    The error a person sees while the database cannot be reached.
+    The error a person sees while the database or Redis cannot be reached.
     """
     return ChatError(
-        "unavailable", "the server cannot reach its database; try again shortly"
+        "unavailable", f"the server cannot reach its {error.what}; try again shortly"
     )

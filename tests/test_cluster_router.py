@@ -288,7 +288,11 @@ class TwoReplicaTests(TestCase):
         stored = "".join(await carol.send(f"/signup carol {PASSWORD}"))
         self.assertIn("error: your account 'carol' was created", stored)
         refused = "".join(await carol.send(f"/login carol {PASSWORD}"))
-        self.assertIn("error: the server cannot reach", refused)
+        self.assertIn(
+            "error: the server cannot reach its shared state (Redis);"
+            " try again shortly",
+            refused,
+        )
         redis.start()
         back = reactor.seconds()
 

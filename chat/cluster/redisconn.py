@@ -45,6 +45,8 @@ class RedisUnavailable(DatabaseUnavailable):
     needed Redis gets the same C{unavailable} answer as for PostgreSQL.
     """
 
+    what = "shared state (Redis)"
+
 
 @dataclass(frozen=True)
 class RedisAddress:
