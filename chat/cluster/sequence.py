@@ -87,8 +87,7 @@ class Sequencer:
         self.filled = 0
         self._waiting: list[_Arrival] = []
         self._working = False
-        self._next_arrived: Deferred[None] | None = None
-        self._sleeping: Deferred[None] | None = None
+        self._paused: Deferred[None] | None = None
         self._stopped = False
 
     def start_after(self, message_id: int) -> None:
@@ -106,10 +105,9 @@ class Sequencer:
         if message.id <= self.high:
             return
         heapq.heappush(self._waiting, _Arrival(message.id, message, to))
-        waiting = self._next_arrived
-        if waiting is not None and message.id == self.high + 1:
-            self._next_arrived = None
-            waiting.callback(None)
+        if message.id == self.high + 1:
+            # The gap, if one is being waited on, is closed.
+            self._wake()
         if not self._working:
             self._working = True
             self._spawn("in order", self._work())
@@ -131,29 +129,26 @@ class Sequencer:
             self._working = False
 
     async def _gap(self) -> None:
-        await self._wait_for_next()
-        before = self._waiting[0].id
-        if before == self.high + 1:
-            return
+        await self._pause(self._patience)
         delay = RETRY_FIRST
-        while True:
+        while self._waiting[0].id > self.high + 1:
+            before = self._waiting[0].id
             try:
                 await self._fill(before)
-                break
             except DatabaseUnavailable as e:
-                if self._stopped:
-                    break
-                self.log.warn(
-                    "messages {after} to {before} wait for the database,"
-                    " trying again in {delay}s: {error}",
-                    after=self.high + 1,
-                    before=before - 1,
-                    delay=delay,
-                    error=str(e),
-                )
-                await self._sleep(delay)
-                delay = min(delay * 2, RETRY_MAX)
-        self.high = max(self.high, before - 1)
+                if not self._stopped:
+                    self.log.warn(
+                        "messages {after} to {before} wait for the database,"
+                        " trying again in {delay}s: {error}",
+                        after=self.high + 1,
+                        before=before - 1,
+                        delay=delay,
+                        error=str(e),
+                    )
+                    await self._pause(delay)
+                    delay = min(delay * 2, RETRY_MAX)
+                    continue
+            self.high = max(self.high, before - 1)
 
     async def _fill(self, before: int) -> None:
         after = self.high
@@ -178,34 +173,20 @@ class Sequencer:
         connections are closed.
         """
         self._stopped = True
-        sleeping, self._sleeping = self._sleeping, None
-        if sleeping is not None:
-            sleeping.callback(None)
+        self._wake()
 
-    async def _sleep(self, seconds: float) -> None:
-        sleeping: Deferred[None] = Deferred()
-        self._sleeping = sleeping
-
-        def wake() -> None:
-            if self._sleeping is sleeping:
-                self._sleeping = None
-                sleeping.callback(None)
-
-        timer = self.clock.callLater(seconds, wake)
-        await sleeping
+    async def _pause(self, seconds: float) -> None:
+        """
+        Wait C{seconds}, or less if the gap closes or the sequencer stops.
+        """
+        paused: Deferred[None] = Deferred()
+        self._paused = paused
+        timer = self.clock.callLater(seconds, self._wake)
+        await paused
         if timer.active():
             timer.cancel()
 
-    async def _wait_for_next(self) -> None:
-        arrived: Deferred[None] = Deferred()
-        self._next_arrived = arrived
-
-        def give_up() -> None:
-            if self._next_arrived is arrived:
-                self._next_arrived = None
-                arrived.callback(None)
-
-        timer = self.clock.callLater(self._patience, give_up)
-        await arrived
-        if timer.active():
-            timer.cancel()
+    def _wake(self) -> None:
+        paused, self._paused = self._paused, None
+        if paused is not None:
+            paused.callback(None)
