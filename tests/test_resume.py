@@ -135,10 +135,10 @@ class ResumeTests(ProtocolTestCase):
         texts = [e["message"]["text"] for e in events[1:]]
         self.assertEqual(texts, ["two", "three"])
 
-    async def test_gap_is_reported(self) -> None:
+    async def away_for_three_of_two(self) -> tuple[str, Client]:
         """
-        When more was missed than one resume sends, the person is told where
-        the rest is.
+        With a resume sending at most 2 messages, alice leaves and bob sends
+        her 3: alice's token and bob's connection.
         """
         self.patch(service, "RESUME_MAX", 2)
         alice = self.harness.connect()
@@ -148,6 +148,14 @@ class ResumeTests(ProtocolTestCase):
         bob = await self.harness.user("bob")
         for n in range(3):
             await bob.send(f"/msg alice m{n}")
+        return token, bob
+
+    async def test_gap_is_reported(self) -> None:
+        """
+        When more was missed than one resume sends, the person is told where
+        the rest is.
+        """
+        token, _ = await self.away_for_three_of_two()
         again = self.harness.connect()
         again.output()
         lines = await again.send(f"/resume {token} 0")
@@ -162,14 +170,7 @@ class ResumeTests(ProtocolTestCase):
         A resume that sends only the newest messages still shows those stored
         while it ran, after them.
         """
-        self.patch(service, "RESUME_MAX", 2)
-        alice = self.harness.connect()
-        alice.output()
-        token = token_of(await alice.send("/signup alice password123"))
-        await alice.disconnect()
-        bob = await self.harness.user("bob")
-        for n in range(3):
-            await bob.send(f"/msg alice m{n}")
+        token, bob = await self.away_for_three_of_two()
         stored_after = self.harness.service.stored_after
 
         async def meanwhile(login: Login, after: int) -> list[Message]:
