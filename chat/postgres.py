@@ -42,7 +42,6 @@ from chat.db import (
     Params,
     Row,
     Transaction,
-    advisory_lock,
 )
 
 T = TypeVar("T")
@@ -476,7 +475,6 @@ class PostgresDatabase:
 __all__ = [
     "PostgresDatabase",
     "RolledBack",
-    "advisory_lock",
     "connect_keywords",
     "translate_placeholders",
 ]

@@ -20,13 +20,13 @@ from chat.db import (
     IDatabase,
     IntegrityViolation,
     Transaction,
+    advisory_lock,
     open_database,
 )
 from chat.postgres import (
     KEEPALIVES,
     SESSION_SETTINGS,
     PostgresDatabase,
-    advisory_lock,
     connect_keywords,
     describe,
     forget_descriptor,
