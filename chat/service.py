@@ -262,8 +262,9 @@ class ChatService:
             shown_here = self._unsaved.get(user.id)
             if shown_here is not None:
                 last_id = max(last_id, shown_here.seen_up_to)
-        # An id beyond every stored one would hide the messages still to come.
-        last_id = min(last_id, await self.store.last_message_id())
+        else:
+            # An id beyond every stored one would hide the messages to come.
+            last_id = min(last_id, await self.store.last_message_id())
         batch = await self.store.messages_for(
             user, last_id, RESUME_MAX + 1, newest=True
         )
